@@ -1,0 +1,66 @@
+"""Configuration of a model (its shape) and of a fit (how it is trained).
+
+Plain dataclasses that round-trip through JSON; the job configs of ``pipelines`` are
+built from the same fields, so a key means the same thing in a YAML file and in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+
+
+def _from_dict(cls, d: Mapping, what: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {what} key '{unknown[0]}' (known: {', '.join(sorted(names))})")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent_dim: int = 8
+    hidden: tuple[int, ...] = (256, 256)
+    min_scale: float = 0.01  # floor of the decoder's Gaussian σ, in normalised units
+    max_categories: int = 100  # per column; rarer categories share an "other" slot
+    max_knots: int = 512  # of the quantile→normal map
+    columns: Mapping[str, str] = field(default_factory=dict)  # schema overrides
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"], d["columns"] = list(self.hidden), dict(self.columns)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ModelConfig:
+        return _from_dict(cls, {**d, "columns": dict(d.get("columns", {}))}, "model")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 512
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0  # max global gradient norm; 0 disables
+    beta: float = 1.0  # weight of the KL term (β-VAE when ≠ 1)
+    kl_warmup_epochs: int = 5  # KL weight rises linearly from 0 to β over these epochs
+    free_bits: float = 0.0  # nats per latent dimension (0 disables)
+    validation_fraction: float = 0.1
+    early_stopping_patience: int = 10  # epochs without validation ELBO improvement; 0 disables
+    seed: int = 0
+    iwae_samples: int = 32  # K for log p(x) in scoring and calibration
+
+    def kl_weight(self, epoch: float) -> float:
+        if self.kl_warmup_epochs <= 0:
+            return self.beta
+        return self.beta * min(1.0, epoch / self.kl_warmup_epochs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TrainConfig:
+        return _from_dict(cls, d, "training")

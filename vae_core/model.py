@@ -1,0 +1,291 @@
+"""TabularVAE: the user-facing model (fit on a table, embed, score, sample, save, load).
+
+Composes the schema, the statistics pass, the ColumnTransformer and the torch VAEModule,
+in the spirit of scvi-tools' model/module split: this class knows about tables, the
+module only about tensors.
+
+    vae = TabularVAE(latent_dim=8, epochs=40, columns={"income": "condition"})
+    vae.fit("train.parquet")
+    z = vae.embed(table)                       # posterior means, [rows, latent_dim]
+    s = vae.score(table)                       # elbo, log_px, percentile, is_anomaly, ...
+    synthetic = vae.sample(1000, conditions={"income": ">50K"}, seed=0)
+    vae.save("model/"); vae = TabularVAE.load("model/")
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from vae_core.artifact import read_model_folder, write_model_folder
+from vae_core.calibration import Calibration
+from vae_core.config import ModelConfig, TrainConfig
+from vae_core.errors import DataError, ModelFormatError, SchemaError
+from vae_core.module import VAEModule
+from vae_core.schema import infer_schema
+from vae_core.statistics import TableStatistics
+from vae_core.tables import TableLike, as_table
+from vae_core.training import EpochReport, fit_module
+from vae_core.transform import ColumnTransformer, EncodedTable
+
+INFERENCE_BATCH_ROWS = 8192
+SAMPLE_CHUNK_ROWS = 65536
+
+
+def _split_kwargs(kwargs: Mapping) -> tuple[dict, dict]:
+    model_keys = {f.name for f in fields(ModelConfig)}
+    train_keys = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(kwargs) - model_keys - train_keys)
+    if unknown:
+        raise TypeError(f"unknown option '{unknown[0]}'")
+    return ({k: v for k, v in kwargs.items() if k in model_keys},
+            {k: v for k, v in kwargs.items() if k in train_keys})
+
+
+def build_module(transformer: ColumnTransformer, cfg: ModelConfig) -> VAEModule:
+    return VAEModule(transformer.feature_spans, transformer.x_dim, transformer.c_dim,
+                     cfg.latent_dim, tuple(cfg.hidden), cfg.min_scale)
+
+
+class TabularVAE:
+    def __init__(self, model_config: ModelConfig | None = None,
+                 train_config: TrainConfig | None = None, **options) -> None:
+        """Options are any field of ModelConfig or TrainConfig, e.g. ``latent_dim=16``."""
+        model_opts, train_opts = _split_kwargs(options)
+        self.model_config = ModelConfig.from_dict({**(model_config or ModelConfig()).to_dict(),
+                                                   **model_opts})
+        self.train_config = TrainConfig.from_dict({**(train_config or TrainConfig()).to_dict(),
+                                                   **train_opts})
+        self.transformer: ColumnTransformer | None = None
+        self.module: VAEModule | None = None
+        self.calibration: Calibration | None = None
+        self.history: list[EpochReport] = []
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(self, data: TableLike, progress: Callable[[EpochReport], None] | None = None
+            ) -> TabularVAE:
+        """Fit on a table, DataFrame, records or Parquet path; calibrates on held-out rows."""
+        table = as_table(data)
+        if table.num_rows == 0:
+            raise DataError("the table is empty: no rows to fit on")
+        schema = infer_schema(table.schema, self.model_config.columns)
+        stats = TableStatistics.of(schema, table)
+        self.transformer = ColumnTransformer.fit(schema, stats, self.model_config.max_categories,
+                                                 self.model_config.max_knots)
+        enc = self.transformer.transform(table)
+        cfg = self.train_config
+        rng = np.random.default_rng(cfg.seed)
+        order = rng.permutation(table.num_rows)
+        n_val = round(cfg.validation_fraction * table.num_rows) if table.num_rows >= 20 else 0
+        val, train = order[:n_val], order[n_val:]
+        torch.manual_seed(cfg.seed)
+        self.module = build_module(self.transformer, self.model_config)
+        self.history = fit_module(self.module, enc.x[train], enc.c[train], enc.x[val],
+                                  enc.c[val], cfg, progress)
+        held_out = val if n_val else train
+        self.calibrate(EncodedTable(enc.x[held_out], enc.c[held_out], enc.unseen[held_out]))
+        return self
+
+    def calibrate(self, data: TableLike | EncodedTable, threshold_quantile: float = 0.99) -> None:
+        """Set the anomaly threshold from rows believed normal (held-out rows after fit)."""
+        enc = data if isinstance(data, EncodedTable) else self._encode(data)
+        log_px, _, _ = self._importance(enc, self.train_config.iwae_samples, seed=0)
+        self.calibration = Calibration.fit(-log_px, threshold_quantile)
+
+    # -- inference -------------------------------------------------------------------------
+    def _require_fitted(self) -> tuple[ColumnTransformer, VAEModule]:
+        if self.transformer is None or self.module is None:
+            raise RuntimeError("the model is not fitted: call fit() or TabularVAE.load()")
+        return self.transformer, self.module
+
+    def _encode(self, data: TableLike) -> EncodedTable:
+        transformer, _ = self._require_fitted()
+        table = as_table(data)
+        if table.num_rows == 0:
+            raise DataError("the table is empty: no rows to process")
+        return transformer.transform(table)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self._require_fitted()[1].parameters()).device
+
+    def to(self, device: str | torch.device) -> TabularVAE:
+        self._require_fitted()[1].to(device)
+        return self
+
+    def _batches(self, enc: EncodedTable):
+        for start in range(0, len(enc.x), INFERENCE_BATCH_ROWS):
+            end = start + INFERENCE_BATCH_ROWS
+            yield (torch.from_numpy(enc.x[start:end]).to(self.device),
+                   torch.from_numpy(enc.c[start:end]).to(self.device))
+
+    @torch.inference_mode()
+    def embed(self, data: TableLike, return_std: bool = False
+              ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Posterior means μ(x) as float32 [rows, latent_dim] (and σ(x) with ``return_std``)."""
+        _, module = self._require_fitted()
+        mus, sigmas = [], []
+        for x, c in self._batches(self._encode(data)):
+            q = module.posterior(x, c)
+            mus.append(q.loc.float().cpu().numpy())
+            sigmas.append(q.scale.float().cpu().numpy())
+        mu = np.concatenate(mus)
+        return (mu, np.concatenate(sigmas)) if return_std else mu
+
+    @torch.inference_mode()
+    def _importance(self, enc: EncodedTable, k: int, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(log p̂(x) by IWAE, ELBO by the mean log-weight, per-column −log p(x_col|z))."""
+        _, module = self._require_fitted()
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        log_px, elbo, nll = [], [], []
+        for x, c in self._batches(enc):
+            log_w, column_ll = module.importance_weights(x, c, k, generator=gen)
+            log_px.append((torch.logsumexp(log_w, 0) - math.log(k)).double().cpu().numpy())
+            elbo.append(log_w.mean(0).double().cpu().numpy())
+            nll.append((-column_ll).float().cpu().numpy())
+        return np.concatenate(log_px), np.concatenate(elbo), np.concatenate(nll)
+
+    def score(self, data: TableLike, iwae_samples: int | None = None, seed: int = 0,
+              top_k: int = 3, per_column: bool = False) -> pa.Table:
+        """Per-row anomaly scores, as an Arrow table (id columns first when the input has them):
+
+        * ``elbo``: the evidence lower bound (K-sample mean of log-weights, β = 1);
+        * ``log_px``: the IWAE estimate of log p(x) with K = ``iwae_samples`` (≥ ``elbo``);
+        * ``score`` = −log_px (higher = more anomalous); ``percentile`` of that score among
+          the held-out calibration rows; ``is_anomaly`` = score above the calibrated threshold;
+        * ``top_columns``: the ``top_k`` columns with the largest −log p(x_col|z);
+        * ``unseen_categories``: how many columns hold a category never seen in training;
+        * with ``per_column``, ``nll_<column>`` for every modelled column.
+        Deterministic for a given ``seed``.
+        """
+        transformer, _ = self._require_fitted()
+        table = as_table(data)
+        enc = self._encode(table)
+        k = iwae_samples or self.train_config.iwae_samples
+        log_px, elbo, nll = self._importance(enc, k, seed)
+        score = -log_px
+        names = [s.name for s in transformer.feature_spans]
+        top = np.argsort(-nll, axis=1, kind="stable")[:, :min(top_k, len(names))]
+        top_columns = pa.ListArray.from_arrays(
+            pa.array(np.arange(0, top.size + 1, top.shape[1], dtype=np.int32)),
+            pa.array(names).take(pa.array(top.ravel())))
+        columns = {s.name: table.column(s.name) for s in transformer.schema.ids
+                   if s.name in table.schema.names}
+        calib = self.calibration
+        columns |= {
+            "elbo": pa.array(elbo), "log_px": pa.array(log_px), "score": pa.array(score),
+            "percentile": pa.array(calib.percentile(score) if calib else np.full(len(score), np.nan)),
+            "is_anomaly": pa.array(score > calib.threshold() if calib else np.zeros(len(score), bool)),
+            "top_columns": top_columns,
+            "unseen_categories": pa.array(enc.unseen),
+        }
+        if per_column:
+            columns |= {f"nll_{n}": pa.array(nll[:, i]) for i, n in enumerate(names)}
+        return pa.table(columns)
+
+    def sample(self, n: int, conditions: TableLike | Mapping | None = None,
+               seed: int | None = None) -> pa.Table:
+        """n synthetic rows with the training table's columns and dtypes.
+
+        ``conditions`` (CVAE): a mapping ``{column: value}`` applied to every row, or a table
+        of n rows (or one row, repeated). Without it a conditional model draws conditions
+        from their training marginals. Id and ignored columns come back null.
+        """
+        transformer, module = self._require_fitted()
+        if n < 0:
+            raise ValueError("n must be ≥ 0")
+        seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
+        c = self._conditions(n, conditions, np.random.default_rng(seed))
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        parts = []
+        for start in range(0, n, SAMPLE_CHUNK_ROWS):
+            cb = torch.from_numpy(c[start:start + SAMPLE_CHUNK_ROWS]).to(self.device)
+            with torch.inference_mode():
+                x = module.sample(len(cb), cb, gen, self.device)
+            parts.append(transformer.inverse(x.double().cpu().numpy(), cb.double().cpu().numpy()))
+        if not parts:
+            return transformer.inverse(np.zeros((0, transformer.x_dim)),
+                                       np.zeros((0, transformer.c_dim)))
+        return pa.concat_tables(parts)
+
+    def _conditions(self, n: int, conditions: TableLike | Mapping | None,
+                    rng: np.random.Generator) -> np.ndarray:
+        transformer, _ = self._require_fitted()
+        wanted = transformer.schema.conditions
+        if conditions is None:
+            return transformer.draw_conditions(n, rng)
+        if not wanted:
+            raise SchemaError("this model has no condition columns; sample without conditions")
+        if isinstance(conditions, Mapping) and not any(
+                isinstance(v, list | tuple | np.ndarray) for v in conditions.values()):
+            types = {s.name: transformer.schema.arrow_type(s.name) for s in wanted}
+            unknown = sorted(set(conditions) - set(types))
+            if unknown:
+                raise SchemaError(f"'{unknown[0]}' is not a condition column of this model "
+                                  f"(conditions: {', '.join(types)})", unknown[0])
+            table = pa.table({k: pa.array([v] * n, type=types.get(k)) for k, v in
+                              conditions.items()})
+        else:
+            table = as_table(conditions)
+        if table.num_rows == 1 and n != 1:
+            table = table.take(np.zeros(n, dtype=np.int64))
+        if table.num_rows != n:
+            raise DataError(f"conditions have {table.num_rows} rows for n = {n} samples")
+        return transformer.transform_conditions(table)
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        transformer, module = self._require_fitted()
+        meta = {
+            "versions": {"vae-tables": _version(), "torch": torch.__version__,
+                         "pyarrow": pa.__version__},
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.train_config.to_dict(),
+            "transformer": transformer.to_dict(),
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "history": [h.to_dict() for h in self.history],
+        }
+        return write_model_folder(path, _finite(meta), module.state_dict())
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TabularVAE:
+        meta, state = read_model_folder(path, map_location=device)
+        try:
+            vae = cls(ModelConfig.from_dict(meta["model_config"]),
+                      TrainConfig.from_dict(meta["train_config"]))
+            vae.transformer = ColumnTransformer.from_dict(meta["transformer"])
+            vae.module = build_module(vae.transformer, vae.model_config)
+            vae.module.load_state_dict(state)
+            vae.calibration = (Calibration.from_dict(meta["calibration"])
+                               if meta.get("calibration") else None)
+            vae.history = [EpochReport(**h) for h in meta.get("history", [])]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ModelFormatError(f"{path}: inconsistent model folder ({e})", str(path)) from e
+        vae.module.to(device).eval()
+        return vae
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("vae-tables")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _finite(obj):
+    """JSON has no NaN: store non-finite floats (e.g. a missing validation ELBO) as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,231 @@
+"""Mergeable per-column statistics from one streaming pass.
+
+Each column keeps state that two partial passes can combine: ``merge(stats(a), stats(b))``
+equals ``stats(concat(a, b))`` (exactly for counts and the sketch, to rounding for the
+moments), so the pass runs per Ray Data block and is reduced afterwards.
+
+* Moments: count, mean, M2, min, max, merged with Chan et al.'s parallel Welford update.
+* Quantiles: a DDSketch-style log-bucket histogram. Bucket counts simply add under merge,
+  which makes the sketch deterministic and merge-exact; quantiles have relative error
+  ``relative_accuracy``.
+* Categories: exact counts. The ``max_categories`` cap and the "other" bucket are applied
+  when the transformer is fitted, not here, because a cap applied per block would not
+  merge exactly. Above ``MAX_TRACKED_CATEGORIES`` distinct values the rarest are dropped
+  (they would land in "other" anyway).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vae_core.arrow_values import binary_values, label_values, numeric_values
+from vae_core.errors import DataError, SchemaError
+from vae_core.schema import Kind, TableSchema
+
+MAX_TRACKED_CATEGORIES = 100_000
+
+
+@dataclass
+class Moments:
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> Moments:
+        if len(x) == 0:
+            return cls()
+        mean = float(x.mean())
+        return cls(len(x), mean, float(((x - mean) ** 2).sum()), float(x.min()), float(x.max()))
+
+    def merge(self, other: Moments) -> Moments:
+        if other.count == 0:
+            return Moments(**self.__dict__)
+        if self.count == 0:
+            return Moments(**other.__dict__)
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        return Moments(n, self.mean + delta * other.count / n,
+                       self.m2 + other.m2 + delta * delta * self.count * other.count / n,
+                       min(self.min, other.min), max(self.max, other.max))
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.count) if self.count else 0.0
+
+
+@dataclass
+class QuantileSketch:
+    """Log-bucket histogram (DDSketch): bucket i>0 holds values in (γ^(i-1), γ^i]."""
+
+    relative_accuracy: float = 0.005
+    positive: dict[int, int] = field(default_factory=dict)
+    negative: dict[int, int] = field(default_factory=dict)
+    zero: int = 0
+
+    # |x| below this counts as zero; keeps the bucket range bounded.
+    MIN_MAGNITUDE = 1e-9
+
+    @property
+    def gamma(self) -> float:
+        return (1 + self.relative_accuracy) / (1 - self.relative_accuracy)
+
+    def _index(self, magnitude: np.ndarray) -> np.ndarray:
+        return np.ceil(np.log(magnitude) / math.log(self.gamma)).astype(np.int64)
+
+    @staticmethod
+    def _add(store: dict[int, int], idx: np.ndarray) -> None:
+        keys, counts = np.unique(idx, return_counts=True)
+        for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
+            store[k] = store.get(k, 0) + c
+
+    def update(self, x: np.ndarray) -> None:
+        big = np.abs(x) >= self.MIN_MAGNITUDE
+        self.zero += int((~big).sum())
+        pos, neg = x[big & (x > 0)], x[big & (x < 0)]
+        self._add(self.positive, self._index(pos))
+        self._add(self.negative, self._index(-neg))
+
+    def merge(self, other: QuantileSketch) -> QuantileSketch:
+        if other.relative_accuracy != self.relative_accuracy:
+            raise ValueError("cannot merge sketches of different accuracy")
+        out = QuantileSketch(self.relative_accuracy, dict(self.positive), dict(self.negative),
+                             self.zero + other.zero)
+        for mine, theirs in ((out.positive, other.positive), (out.negative, other.negative)):
+            for k, c in theirs.items():
+                mine[k] = mine.get(k, 0) + c
+        return out
+
+    def buckets(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bucket representative values (ascending) and their counts."""
+        g = self.gamma
+        neg_k = sorted(self.negative, reverse=True)
+        pos_k = sorted(self.positive)
+        values = ([-2 * g**k / (g + 1) for k in neg_k] + ([0.0] if self.zero else [])
+                  + [2 * g**k / (g + 1) for k in pos_k])
+        counts = ([self.negative[k] for k in neg_k] + ([self.zero] if self.zero else [])
+                  + [self.positive[k] for k in pos_k])
+        return np.asarray(values, np.float64), np.asarray(counts, np.int64)
+
+    def quantile(self, q: float) -> float:
+        values, counts = self.buckets()
+        if len(values) == 0:
+            raise ValueError("quantile of an empty sketch")
+        rank = q * (counts.sum() - 1)
+        return float(values[np.searchsorted(np.cumsum(counts) - 1, rank, side="left")])
+
+    def to_dict(self) -> dict:
+        return {"relative_accuracy": self.relative_accuracy, "zero": self.zero,
+                "positive": sorted(self.positive.items()),
+                "negative": sorted(self.negative.items())}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> QuantileSketch:
+        return cls(d["relative_accuracy"], {int(k): int(c) for k, c in d["positive"]},
+                   {int(k): int(c) for k, c in d["negative"]}, int(d["zero"]))
+
+
+@dataclass
+class ColumnStatistics:
+    """Statistics of one modelled column. Which fields are used depends on ``kind``."""
+
+    kind: Kind
+    rows: int = 0
+    nulls: int = 0
+    moments: Moments = field(default_factory=Moments)
+    sketch: QuantileSketch = field(default_factory=QuantileSketch)
+    categories: dict = field(default_factory=dict)  # value -> count (categorical, binary)
+
+    def update(self, name: str, array: pa.Array | pa.ChunkedArray) -> None:
+        self.rows += len(array)
+        self.nulls += array.null_count
+        if self.kind.numeric:
+            values, missing = numeric_values(name, array, self.kind)
+            present = values[~missing]
+            self.moments = self.moments.merge(Moments.of(present))
+            self.sketch.update(present)
+        elif self.kind is Kind.BINARY:
+            values, missing = binary_values(name, array)
+            ones = int(values[~missing].sum())
+            self._count({1: ones, 0: int((~missing).sum()) - ones})
+        else:
+            counts = pc.value_counts(label_values(name, array).drop_null())
+            self._count(dict(zip(counts.field("values").to_pylist(),
+                                 counts.field("counts").to_pylist(), strict=True)))
+
+    def _count(self, counts: Mapping) -> None:
+        for value, c in counts.items():
+            if c:
+                self.categories[value] = self.categories.get(value, 0) + c
+        if len(self.categories) > MAX_TRACKED_CATEGORIES:
+            keep = sorted(self.categories.items(), key=lambda kv: -kv[1])
+            self.categories = dict(keep[:MAX_TRACKED_CATEGORIES])
+
+    def merge(self, other: ColumnStatistics) -> ColumnStatistics:
+        out = ColumnStatistics(self.kind, self.rows + other.rows, self.nulls + other.nulls,
+                               self.moments.merge(other.moments), self.sketch.merge(other.sketch),
+                               dict(self.categories))
+        out._count(other.categories)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind.value, "rows": self.rows, "nulls": self.nulls,
+                "moments": self.moments.__dict__, "sketch": self.sketch.to_dict(),
+                "categories": sorted(self.categories.items(), key=lambda kv: (-kv[1], str(kv[0])))}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ColumnStatistics:
+        return cls(Kind(d["kind"]), d["rows"], d["nulls"], Moments(**d["moments"]),
+                   QuantileSketch.from_dict(d["sketch"]), {v: c for v, c in d["categories"]})
+
+
+@dataclass
+class TableStatistics:
+    columns: dict[str, ColumnStatistics]
+
+    @classmethod
+    def empty(cls, schema: TableSchema) -> TableStatistics:
+        return cls({c.name: ColumnStatistics(c.kind) for c in schema.columns if c.kind.modelled})
+
+    @classmethod
+    def of(cls, schema: TableSchema, batches: pa.Table | pa.RecordBatch | Iterable) -> TableStatistics:
+        stats = cls.empty(schema)
+        for batch in [batches] if isinstance(batches, pa.Table | pa.RecordBatch) else batches:
+            stats.update(batch)
+        return stats
+
+    @property
+    def rows(self) -> int:
+        return next(iter(self.columns.values())).rows if self.columns else 0
+
+    def update(self, batch: pa.Table | pa.RecordBatch) -> None:
+        for name, col in self.columns.items():
+            if name not in batch.schema.names:
+                raise SchemaError(f"column '{name}' is missing from the batch", name)
+            col.update(name, batch.column(name))
+
+    def merge(self, other: TableStatistics) -> TableStatistics:
+        return TableStatistics({n: c.merge(other.columns[n]) for n, c in self.columns.items()})
+
+    def check_fittable(self) -> None:
+        """Refuse data a model cannot be fitted on, naming the column."""
+        if self.rows == 0:
+            raise DataError("the table is empty: no rows to fit on")
+        for name, col in self.columns.items():
+            if col.nulls == col.rows:
+                raise DataError(f"column '{name}' is null in every row; mark it 'ignore'", name)
+
+    def to_dict(self) -> dict:
+        return {n: c.to_dict() for n, c in self.columns.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TableStatistics:
+        return cls({n: ColumnStatistics.from_dict(c) for n, c in d.items()})

@@ -1,0 +1,139 @@
+"""The optimisation loop, in pieces that a distributed trainer can reuse.
+
+``train_step`` takes the module *as called for training* — the plain module or its DDP
+wrapper — and always goes through ``model(...)`` (``forward``), which is what makes DDP
+all-reduce the gradients. Clipping happens after ``backward`` and before ``step``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from vae_core.config import TrainConfig
+from vae_core.module import LossOutput, VAEModule
+
+
+@dataclass
+class EpochReport:
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    train_reconstruction: float
+    train_kl: float
+    val_elbo: float | None  # mean per-row ELBO (β = 1) on the validation rows
+    kl_weight: float
+    learning_rate: float
+    rows_per_second: float
+    best: bool  # this epoch's weights are the best so far
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_optimizer(module: nn.Module, cfg: TrainConfig
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.learning_rate,
+                            weight_decay=cfg.weight_decay)
+    # Cosine decay to 5 % of the initial rate over the planned epochs, stepped per epoch.
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=max(cfg.epochs, 1), eta_min=0.05 * cfg.learning_rate)
+    return opt, schedule
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c: torch.Tensor,
+               kl_weight: float, cfg: TrainConfig) -> LossOutput:
+    opt.zero_grad(set_to_none=True)
+    out: LossOutput = model(x, c, kl_weight, cfg.free_bits)
+    out.loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return out
+
+
+@torch.inference_mode()
+def mean_elbo(module: VAEModule, x: np.ndarray, c: np.ndarray, batch_size: int = 4096,
+              seed: int = 0) -> float:
+    """Mean per-row ELBO (β = 1) over a data set, with a fixed noise seed."""
+    if len(x) == 0:
+        return math.nan
+    gen = torch.Generator().manual_seed(seed)
+    device = next(module.parameters()).device
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        xb = torch.from_numpy(x[start:start + batch_size]).to(device)
+        cb = torch.from_numpy(c[start:start + batch_size]).to(device)
+        total += float(module.elbo(xb, cb, gen.manual_seed(seed + start)).sum())
+    return total / len(x)
+
+
+class EarlyStopping:
+    """Keeps a *copy* of the best weights (a bare state_dict() would alias the live ones)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.best, self.best_state, self.stale = patience, -math.inf, None, 0
+
+    def update(self, value: float, module: nn.Module) -> bool:
+        """Record an epoch's validation ELBO; True if this is the best so far."""
+        if value > self.best:
+            self.best, self.stale = value, 0
+            self.best_state = copy.deepcopy(module.state_dict())
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.stale >= self.patience
+
+
+def minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def fit_module(module: VAEModule, x: np.ndarray, c: np.ndarray, x_val: np.ndarray,
+               c_val: np.ndarray, cfg: TrainConfig,
+               progress: Callable[[EpochReport], None] | None = None) -> list[EpochReport]:
+    """Train in memory; ends with the best validation weights loaded (or the last ones)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    opt, schedule = make_optimizer(module, cfg)
+    stopper = EarlyStopping(cfg.early_stopping_patience)
+    xt, ct = torch.from_numpy(x), torch.from_numpy(c)
+    n_batches = max(1, math.ceil(len(x) / cfg.batch_size))
+    history = []
+    for epoch in range(cfg.epochs):
+        module.train()
+        t0, sums = time.perf_counter(), np.zeros(3)
+        for i, idx in enumerate(minibatches(len(x), cfg.batch_size, rng)):
+            kl_weight = cfg.kl_weight(epoch + i / n_batches)
+            out = train_step(module, opt, xt[idx], ct[idx], kl_weight, cfg)
+            sums += [float(out.loss) * len(idx), float(out.reconstruction) * len(idx),
+                     float(out.kl) * len(idx)]
+        seconds = time.perf_counter() - t0
+        lr = opt.param_groups[0]["lr"]
+        schedule.step()
+        module.eval()
+        val = mean_elbo(module, x_val, c_val) if len(x_val) else None
+        best = stopper.update(val, module) if val is not None else False
+        report = EpochReport(epoch + 1, cfg.epochs, *(sums / len(x)).tolist(), val,
+                             cfg.kl_weight(epoch + 1), lr, len(x) / seconds, best)
+        history.append(report)
+        if progress:
+            progress(report)
+        if stopper.should_stop:
+            break
+    if stopper.best_state is not None:
+        module.load_state_dict(stopper.best_state)
+    module.eval()
+    return history

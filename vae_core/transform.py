@@ -1,0 +1,296 @@
+"""ColumnTransformer: Arrow table ↔ the float matrices the VAE sees.
+
+Layout of the feature matrix ``x`` (one block per modelled column, schema order):
+
+* numeric (continuous, integer, datetime): ``[z, missing]`` — z from the quantile→normal
+  map (0 where missing), missing ∈ {0, 1};
+* binary: ``[value, missing]``;
+* categorical: one-hot over ``[known categories..., null, other, unknown]``. "other" holds
+  the categories beyond ``max_categories``; "unknown" receives values never seen in
+  training (counted, never an error), which the decoder learns to give ~zero mass, so an
+  unseen value scores as anomalous. Sampling only draws from the known values and null.
+
+Condition columns (CVAE) are encoded the same way into a separate matrix ``c``.
+Everything is vectorised over rows; no per-row Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vae_core.arrow_values import binary_values, from_numeric, label_values, numeric_values
+from vae_core.errors import SchemaError
+from vae_core.quantile_map import QuantileNormalMap
+from vae_core.schema import ColumnSpec, Kind, TableSchema, type_from_string
+from vae_core.statistics import TableStatistics
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where one column lives in the encoded matrix, and which likelihood head models it."""
+
+    name: str
+    head: str  # "numeric" | "binary" | "categorical"
+    start: int
+    width: int
+    sampleable: int = 0  # categorical: leading slots a sample may take (known + null)
+
+
+def _draw_missing(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+    return (rng.random(n) < rate).astype(np.float64)
+
+
+class NumericEncoder:
+    head = "numeric"
+    width = 2
+
+    def __init__(self, spec: ColumnSpec, qmap: QuantileNormalMap, null_rate: float) -> None:
+        self.spec, self.qmap, self.null_rate = spec, qmap, null_rate
+
+    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Encoded draws from the training marginal (the map sends it to ≈ N(0, 1))."""
+        return np.stack([rng.standard_normal(n), _draw_missing(n, self.null_rate, rng)], axis=1)
+
+    def encode(self, array: pa.Array) -> tuple[np.ndarray, int]:
+        values, missing = numeric_values(self.spec.name, array, self.spec.kind)
+        z = np.where(missing, 0.0, self.qmap.forward(values))
+        return np.stack([z, missing.astype(np.float64)], axis=1), 0
+
+    def decode(self, block: np.ndarray, type_: pa.DataType) -> pa.Array:
+        return from_numeric(self.qmap.inverse(block[:, 0].astype(np.float64)), block[:, 1] > 0.5,
+                            self.spec.kind, type_)
+
+    def to_dict(self) -> dict:
+        return {"map": self.qmap.to_dict(), "null_rate": self.null_rate}
+
+
+class BinaryEncoder:
+    head = "binary"
+    width = 2
+
+    def __init__(self, spec: ColumnSpec, one_rate: float, null_rate: float) -> None:
+        self.spec, self.one_rate, self.null_rate = spec, one_rate, null_rate
+
+    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return np.stack([(rng.random(n) < self.one_rate).astype(np.float64),
+                         _draw_missing(n, self.null_rate, rng)], axis=1)
+
+    def encode(self, array: pa.Array) -> tuple[np.ndarray, int]:
+        values, missing = binary_values(self.spec.name, array)
+        return np.stack([values, missing.astype(np.float64)], axis=1), 0
+
+    def decode(self, block: np.ndarray, type_: pa.DataType) -> pa.Array:
+        return from_numeric((block[:, 0] > 0.5).astype(np.float64), block[:, 1] > 0.5,
+                            Kind.BINARY, type_)
+
+    def to_dict(self) -> dict:
+        return {"one_rate": self.one_rate, "null_rate": self.null_rate}
+
+
+class CategoricalEncoder:
+    head = "categorical"
+
+    def __init__(self, spec: ColumnSpec, categories: list, counts: list[int], nulls: int,
+                 value_type: pa.DataType) -> None:
+        self.spec, self.categories, self.value_type = spec, categories, value_type
+        self.counts, self.nulls = counts, nulls
+        self.null_slot, self.other_slot, self.unknown_slot = (len(categories) + i for i in range(3))
+        self.width = len(categories) + 3
+        self._value_set = pa.array(categories, type=value_type)
+
+    @classmethod
+    def fit(cls, spec: ColumnSpec, counts: Mapping, nulls: int, value_type: pa.DataType,
+            max_categories: int) -> CategoricalEncoder:
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))[:max_categories]
+        return cls(spec, [v for v, _ in ranked], [c for _, c in ranked], nulls, value_type)
+
+    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        weights = np.asarray([*self.counts, self.nulls], np.float64)
+        idx = rng.choice(len(weights), size=n, p=weights / weights.sum())
+        return np.eye(self.width)[idx]
+
+    def _indices(self, array: pa.Array) -> tuple[np.ndarray, int]:
+        labels = label_values(self.spec.name, array)
+        if labels.type != self.value_type:
+            try:
+                labels = pc.cast(labels, self.value_type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise SchemaError(f"column '{self.spec.name}': expected {self.value_type} values "
+                                  f"(as in training), got {labels.type}", self.spec.name) from e
+        index = pc.index_in(labels, value_set=self._value_set)
+        null = labels.is_null().to_numpy(zero_copy_only=False)
+        unseen = index.is_null().to_numpy(zero_copy_only=False) & ~null
+        idx = index.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        idx = np.where(null, self.null_slot, np.where(unseen, self.unknown_slot, idx))
+        return idx, int(unseen.sum())
+
+    def encode(self, array: pa.Array) -> tuple[np.ndarray, int]:
+        idx, unseen = self._indices(array)
+        one_hot = np.zeros((len(idx), self.width))
+        one_hot[np.arange(len(idx)), idx] = 1.0
+        return one_hot, unseen
+
+    def decode(self, block: np.ndarray, type_: pa.DataType) -> pa.Array:
+        idx = block.argmax(axis=1)
+        # "other" and "unknown" have no value to give back: they decode to null.
+        known = idx < len(self.categories)
+        values = self._value_set.take(pa.array(np.where(known, idx, 0)))
+        out = pc.if_else(pa.array(known), values, pa.nulls(len(idx), self.value_type))
+        return out if not pa.types.is_dictionary(type_) else pc.cast(out, type_)
+
+    def to_dict(self) -> dict:
+        return {"categories": self.categories, "counts": self.counts, "nulls": self.nulls,
+                "value_type": str(self.value_type)}
+
+
+Encoder = NumericEncoder | BinaryEncoder | CategoricalEncoder
+
+
+@dataclass
+class EncodedTable:
+    x: np.ndarray  # float32 [rows, x_dim]
+    c: np.ndarray  # float32 [rows, c_dim]
+    unseen: np.ndarray  # int32 [rows]: how many columns held a category unseen in training
+
+
+class ColumnTransformer:
+    def __init__(self, schema: TableSchema, encoders: dict[str, Encoder]) -> None:
+        self.schema, self.encoders = schema, encoders
+        self.feature_spans = self._spans(schema.features)
+        self.condition_spans = self._spans(schema.conditions)
+
+    def _spans(self, specs: list[ColumnSpec]) -> list[Span]:
+        spans, start = [], 0
+        for spec in specs:
+            enc = self.encoders[spec.name]
+            sampleable = enc.null_slot + 1 if isinstance(enc, CategoricalEncoder) else 0
+            spans.append(Span(spec.name, enc.head, start, enc.width, sampleable))
+            start += enc.width
+        return spans
+
+    @property
+    def x_dim(self) -> int:
+        return sum(s.width for s in self.feature_spans)
+
+    @property
+    def c_dim(self) -> int:
+        return sum(s.width for s in self.condition_spans)
+
+    @classmethod
+    def fit(cls, schema: TableSchema, stats: TableStatistics, max_categories: int = 100,
+            max_knots: int = 512) -> ColumnTransformer:
+        stats.check_fittable()
+        encoders: dict[str, Encoder] = {}
+        for spec in schema.columns:
+            if not spec.kind.modelled:
+                continue
+            col = stats.columns[spec.name]
+            null_rate = col.nulls / col.rows
+            if spec.kind.numeric:
+                encoders[spec.name] = NumericEncoder(spec, QuantileNormalMap.fit(col, max_knots),
+                                                     null_rate)
+            elif spec.kind is Kind.BINARY:
+                present = col.rows - col.nulls
+                encoders[spec.name] = BinaryEncoder(spec, col.categories.get(1, 0) / present,
+                                                    null_rate)
+            else:
+                encoders[spec.name] = CategoricalEncoder.fit(
+                    spec, col.categories, col.nulls, _label_type(schema.arrow_type(spec.name)),
+                    max_categories)
+        return cls(schema, encoders)
+
+    def check_columns(self, table: pa.Table) -> None:
+        missing = [c.name for c in self.schema.features + self.schema.conditions
+                   if c.name not in table.schema.names]
+        if missing:
+            raise SchemaError(f"column '{missing[0]}' is missing (the model needs "
+                              f"{', '.join(c.name for c in self.schema.features)})", missing[0])
+
+    def transform(self, table: pa.Table | pa.RecordBatch) -> EncodedTable:
+        self.check_columns(table)
+        unseen = np.zeros(table.num_rows, np.int32)
+
+        def encode(specs: list[ColumnSpec]) -> np.ndarray:
+            blocks = []
+            for spec in specs:
+                block, n_unseen = self.encoders[spec.name].encode(table.column(spec.name))
+                if n_unseen:
+                    unseen[:] += block[:, -1].astype(np.int32)  # "unknown" is the last slot
+                blocks.append(block)
+            if not blocks:
+                return np.zeros((table.num_rows, 0), np.float32)
+            return np.concatenate(blocks, axis=1).astype(np.float32)
+
+        return EncodedTable(encode(self.schema.features), encode(self.schema.conditions), unseen)
+
+    def transform_conditions(self, table: pa.Table) -> np.ndarray:
+        """Condition columns only; an unseen condition value is an error, not a guess."""
+        blocks = []
+        for spec in self.schema.conditions:
+            if spec.name not in table.schema.names:
+                raise SchemaError(f"condition column '{spec.name}' is missing", spec.name)
+            block, unseen = self.encoders[spec.name].encode(table.column(spec.name))
+            if unseen:
+                enc = self.encoders[spec.name]
+                bad = pc.unique(pc.filter(table.column(spec.name), pc.invert(pc.is_in(
+                    table.column(spec.name), value_set=enc._value_set)))).to_pylist()
+                raise SchemaError(f"column '{spec.name}': condition value {bad[0]!r} was not seen "
+                                  f"in training (known: {enc.categories[:20]})", spec.name)
+            blocks.append(block)
+        return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else \
+            np.zeros((table.num_rows, 0), np.float32)
+
+    def draw_conditions(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Condition rows drawn column by column from their training marginals."""
+        blocks = [self.encoders[s.name].draw(n, rng) for s in self.schema.conditions]
+        return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else \
+            np.zeros((n, 0), np.float32)
+
+    def inverse(self, x: np.ndarray, c: np.ndarray | None = None) -> pa.Table:
+        """Encoded rows back to a table with the training schema (ids and ignored → null)."""
+        n = len(x)
+        blocks = {s.name: x[:, s.start:s.start + s.width] for s in self.feature_spans}
+        if c is not None:
+            blocks |= {s.name: c[:, s.start:s.start + s.width] for s in self.condition_spans}
+        arrays, fields = [], []
+        for spec in self.schema.columns:
+            type_ = self.schema.arrow_type(spec.name)
+            if spec.name in blocks:
+                arrays.append(self.encoders[spec.name].decode(blocks[spec.name], type_))
+            else:
+                arrays.append(pa.nulls(n, type_))
+            fields.append(pa.field(spec.name, type_))
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+    def to_dict(self) -> dict:
+        return {"schema": self.schema.to_dict(),
+                "encoders": {n: e.to_dict() for n, e in self.encoders.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ColumnTransformer:
+        schema = TableSchema.from_dict(d["schema"])
+        encoders: dict[str, Encoder] = {}
+        for spec in schema.columns:
+            if not spec.kind.modelled:
+                continue
+            e = d["encoders"][spec.name]
+            if spec.kind.numeric:
+                encoders[spec.name] = NumericEncoder(spec, QuantileNormalMap.from_dict(e["map"]),
+                                                     e["null_rate"])
+            elif spec.kind is Kind.BINARY:
+                encoders[spec.name] = BinaryEncoder(spec, e["one_rate"], e["null_rate"])
+            else:
+                encoders[spec.name] = CategoricalEncoder(spec, e["categories"], e["counts"],
+                                                         e["nulls"],
+                                                         type_from_string(e["value_type"]))
+        return cls(schema, encoders)
+
+
+def _label_type(t: pa.DataType) -> pa.DataType:
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return pa.string() if pa.types.is_string_view(t) else t
