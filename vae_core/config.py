@@ -22,7 +22,7 @@ def _from_dict(cls, d: Mapping, what: str):
 @dataclass(frozen=True)
 class ModelConfig:
     latent_dim: int = 8
-    hidden: tuple[int, ...] = (256, 256)
+    hidden: tuple[int, ...] = (128, 128)
     min_scale: float = 0.01  # floor of the decoder's Gaussian σ, in normalised units
     max_categories: int = 100  # per column; rarer categories share an "other" slot
     max_knots: int = 512  # of the quantile→normal map
@@ -51,7 +51,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     early_stopping_patience: int = 10  # epochs without validation ELBO improvement; 0 disables
     seed: int = 0
-    iwae_samples: int = 32  # K for log p(x) in scoring and calibration
+    iwae_samples: int = 16  # K for log p(x) in scoring and calibration
 
     def kl_weight(self, epoch: float) -> float:
         if self.kl_warmup_epochs <= 0:

@@ -182,8 +182,10 @@ class TabularVAE:
         calib = self.calibration
         columns |= {
             "elbo": pa.array(elbo), "log_px": pa.array(log_px), "score": pa.array(score),
-            "percentile": pa.array(calib.percentile(score) if calib else np.full(len(score), np.nan)),
-            "is_anomaly": pa.array(score > calib.threshold() if calib else np.zeros(len(score), bool)),
+            "percentile": pa.array(calib.percentile(score) if calib
+                                   else np.full(len(score), np.nan)),
+            "is_anomaly": pa.array(score > calib.threshold() if calib
+                                   else np.zeros(len(score), bool)),
             "top_columns": top_columns,
             "unseen_categories": pa.array(enc.unseen),
         }
@@ -210,7 +212,8 @@ class TabularVAE:
             cb = torch.from_numpy(c[start:start + SAMPLE_CHUNK_ROWS]).to(self.device)
             with torch.inference_mode():
                 x = module.sample(len(cb), cb, gen, self.device)
-            parts.append(transformer.inverse(x.double().cpu().numpy(), cb.double().cpu().numpy()))
+            parts.append(transformer.inverse(x.double().cpu().numpy(), cb.double().cpu().numpy(),
+                                             generated=True))
         if not parts:
             return transformer.inverse(np.zeros((0, transformer.x_dim)),
                                        np.zeros((0, transformer.c_dim)))

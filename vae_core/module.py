@@ -207,7 +207,7 @@ class VAEModule(nn.Module):
 
     def iwae(self, x: torch.Tensor, c: torch.Tensor, k: int, samples_per_pass: int = 32,
              generator: torch.Generator | None = None) -> torch.Tensor:
-        """The importance-weighted bound log p̂(x) with k samples, per row (≥ ELBO in expectation)."""
+        """The importance-weighted bound log p̂(x) with k samples per row (≥ ELBO in expectation)."""
         log_w, _ = self.importance_weights(x, c, k, samples_per_pass, generator)
         return torch.logsumexp(log_w, dim=0) - math.log(k)
 

@@ -173,6 +173,7 @@ def type_from_string(s: str) -> pa.DataType:
         "uint64": pa.uint64(), "halffloat": pa.float16(), "float": pa.float32(),
         "double": pa.float64(), "string": pa.string(), "large_string": pa.large_string(),
         "string_view": pa.string_view(), "date32[day]": pa.date32(), "date64[ms]": pa.date64(),
+        "binary": pa.binary(), "large_binary": pa.large_binary(),
     }
     if s in simple:
         return simple[s]

@@ -62,13 +62,26 @@ class Moments:
         return math.sqrt(self.m2 / self.count) if self.count else 0.0
 
 
+def _accumulate(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum counts per key; keys come back sorted and unique."""
+    unique, inverse = np.unique(keys, return_inverse=True)
+    return unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
+
+
 @dataclass
 class QuantileSketch:
-    """Log-bucket histogram (DDSketch): bucket i>0 holds values in (γ^(i-1), γ^i]."""
+    """Log-bucket histogram (DDSketch): positive bucket i holds values in (γ^(i-1), γ^i].
 
-    relative_accuracy: float = 0.005
-    positive: dict[int, int] = field(default_factory=dict)
-    negative: dict[int, int] = field(default_factory=dict)
+    Stores are sorted key/count arrays, so update and merge are vectorised. With the
+    default relative accuracy of 1e-4, integer columns get one bucket per value and narrow
+    float ranges (e.g. latitudes) keep about 10⁴ distinct levels per factor e.
+    """
+
+    relative_accuracy: float = 1e-4
+    pos_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pos_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    neg_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    neg_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     zero: int = 0
 
     # |x| below this counts as zero; keeps the bucket range bounded.
@@ -81,56 +94,56 @@ class QuantileSketch:
     def _index(self, magnitude: np.ndarray) -> np.ndarray:
         return np.ceil(np.log(magnitude) / math.log(self.gamma)).astype(np.int64)
 
-    @staticmethod
-    def _add(store: dict[int, int], idx: np.ndarray) -> None:
-        keys, counts = np.unique(idx, return_counts=True)
-        for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
-            store[k] = store.get(k, 0) + c
-
     def update(self, x: np.ndarray) -> None:
         big = np.abs(x) >= self.MIN_MAGNITUDE
         self.zero += int((~big).sum())
-        pos, neg = x[big & (x > 0)], x[big & (x < 0)]
-        self._add(self.positive, self._index(pos))
-        self._add(self.negative, self._index(-neg))
+        pos, neg = self._index(x[big & (x > 0)]), self._index(-x[big & (x < 0)])
+        self.pos_keys, self.pos_counts = _accumulate(
+            np.concatenate([self.pos_keys, pos]),
+            np.concatenate([self.pos_counts, np.ones(len(pos), np.int64)]))
+        self.neg_keys, self.neg_counts = _accumulate(
+            np.concatenate([self.neg_keys, neg]),
+            np.concatenate([self.neg_counts, np.ones(len(neg), np.int64)]))
 
     def merge(self, other: QuantileSketch) -> QuantileSketch:
         if other.relative_accuracy != self.relative_accuracy:
             raise ValueError("cannot merge sketches of different accuracy")
-        out = QuantileSketch(self.relative_accuracy, dict(self.positive), dict(self.negative),
-                             self.zero + other.zero)
-        for mine, theirs in ((out.positive, other.positive), (out.negative, other.negative)):
-            for k, c in theirs.items():
-                mine[k] = mine.get(k, 0) + c
-        return out
+        pos = _accumulate(np.concatenate([self.pos_keys, other.pos_keys]),
+                          np.concatenate([self.pos_counts, other.pos_counts]))
+        neg = _accumulate(np.concatenate([self.neg_keys, other.neg_keys]),
+                          np.concatenate([self.neg_counts, other.neg_counts]))
+        return QuantileSketch(self.relative_accuracy, *pos, *neg, self.zero + other.zero)
 
     def buckets(self) -> tuple[np.ndarray, np.ndarray]:
         """Bucket representative values (ascending) and their counts."""
         g = self.gamma
-        neg_k = sorted(self.negative, reverse=True)
-        pos_k = sorted(self.positive)
-        values = ([-2 * g**k / (g + 1) for k in neg_k] + ([0.0] if self.zero else [])
-                  + [2 * g**k / (g + 1) for k in pos_k])
-        counts = ([self.negative[k] for k in neg_k] + ([self.zero] if self.zero else [])
-                  + [self.positive[k] for k in pos_k])
-        return np.asarray(values, np.float64), np.asarray(counts, np.int64)
+        values = np.concatenate([-2 * g ** self.neg_keys[::-1].astype(np.float64) / (g + 1),
+                                 [0.0] if self.zero else [],
+                                 2 * g ** self.pos_keys.astype(np.float64) / (g + 1)])
+        counts = np.concatenate([self.neg_counts[::-1], [self.zero] if self.zero else [],
+                                 self.pos_counts]).astype(np.int64)
+        return values, counts
 
     def quantile(self, q: float) -> float:
         values, counts = self.buckets()
         if len(values) == 0:
             raise ValueError("quantile of an empty sketch")
-        rank = q * (counts.sum() - 1)
+        rank = math.floor(q * (counts.sum() - 1))  # the "lower" order statistic
         return float(values[np.searchsorted(np.cumsum(counts) - 1, rank, side="left")])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, QuantileSketch) and self.to_dict() == other.to_dict()
 
     def to_dict(self) -> dict:
         return {"relative_accuracy": self.relative_accuracy, "zero": self.zero,
-                "positive": sorted(self.positive.items()),
-                "negative": sorted(self.negative.items())}
+                "pos_keys": self.pos_keys.tolist(), "pos_counts": self.pos_counts.tolist(),
+                "neg_keys": self.neg_keys.tolist(), "neg_counts": self.neg_counts.tolist()}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> QuantileSketch:
-        return cls(d["relative_accuracy"], {int(k): int(c) for k, c in d["positive"]},
-                   {int(k): int(c) for k, c in d["negative"]}, int(d["zero"]))
+        arr = lambda k: np.asarray(d[k], np.int64)  # noqa: E731
+        return cls(d["relative_accuracy"], arr("pos_keys"), arr("pos_counts"), arr("neg_keys"),
+                   arr("neg_counts"), int(d["zero"]))
 
 
 @dataclass
@@ -196,7 +209,8 @@ class TableStatistics:
         return cls({c.name: ColumnStatistics(c.kind) for c in schema.columns if c.kind.modelled})
 
     @classmethod
-    def of(cls, schema: TableSchema, batches: pa.Table | pa.RecordBatch | Iterable) -> TableStatistics:
+    def of(cls, schema: TableSchema, batches: pa.Table | pa.RecordBatch | Iterable
+           ) -> TableStatistics:
         stats = cls.empty(schema)
         for batch in [batches] if isinstance(batches, pa.Table | pa.RecordBatch) else batches:
             stats.update(batch)

@@ -118,7 +118,7 @@ def fit_module(module: VAEModule, x: np.ndarray, c: np.ndarray, x_val: np.ndarra
         for i, idx in enumerate(minibatches(len(x), cfg.batch_size, rng)):
             kl_weight = cfg.kl_weight(epoch + i / n_batches)
             out = train_step(module, opt, xt[idx], ct[idx], kl_weight, cfg)
-            sums += [float(out.loss) * len(idx), float(out.reconstruction) * len(idx),
+            sums += [float(out.loss.detach()) * len(idx), float(out.reconstruction) * len(idx),
                      float(out.kl) * len(idx)]
         seconds = time.perf_counter() - t0
         lr = opt.param_groups[0]["lr"]

@@ -41,6 +41,14 @@ class Span:
     sampleable: int = 0  # categorical: leading slots a sample may take (known + null)
 
 
+def _missing(block: np.ndarray, generated: bool, null_rate: float) -> np.ndarray:
+    """The missing flag of a [value, missing] block. A generated row is never null in a
+    column that had no nulls in training, whatever small mass the model left there."""
+    if generated and null_rate == 0:
+        return np.zeros(len(block), bool)
+    return block[:, 1] > 0.5
+
+
 def _draw_missing(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(n) < rate).astype(np.float64)
 
@@ -61,9 +69,10 @@ class NumericEncoder:
         z = np.where(missing, 0.0, self.qmap.forward(values))
         return np.stack([z, missing.astype(np.float64)], axis=1), 0
 
-    def decode(self, block: np.ndarray, type_: pa.DataType) -> pa.Array:
-        return from_numeric(self.qmap.inverse(block[:, 0].astype(np.float64)), block[:, 1] > 0.5,
-                            self.spec.kind, type_)
+    def decode(self, block: np.ndarray, type_: pa.DataType, generated: bool = False) -> pa.Array:
+        values = self.qmap.inverse(block[:, 0].astype(np.float64), generated)
+        return from_numeric(values, _missing(block, generated, self.null_rate), self.spec.kind,
+                            type_)
 
     def to_dict(self) -> dict:
         return {"map": self.qmap.to_dict(), "null_rate": self.null_rate}
@@ -84,9 +93,9 @@ class BinaryEncoder:
         values, missing = binary_values(self.spec.name, array)
         return np.stack([values, missing.astype(np.float64)], axis=1), 0
 
-    def decode(self, block: np.ndarray, type_: pa.DataType) -> pa.Array:
-        return from_numeric((block[:, 0] > 0.5).astype(np.float64), block[:, 1] > 0.5,
-                            Kind.BINARY, type_)
+    def decode(self, block: np.ndarray, type_: pa.DataType, generated: bool = False) -> pa.Array:
+        return from_numeric((block[:, 0] > 0.5).astype(np.float64),
+                            _missing(block, generated, self.null_rate), Kind.BINARY, type_)
 
     def to_dict(self) -> dict:
         return {"one_rate": self.one_rate, "null_rate": self.null_rate}
@@ -117,11 +126,16 @@ class CategoricalEncoder:
     def _indices(self, array: pa.Array) -> tuple[np.ndarray, int]:
         labels = label_values(self.spec.name, array)
         if labels.type != self.value_type:
+            # Same family only (int32 → int64, large_string → string): casting numbers to
+            # strings would "work" and silently turn every value into an unseen category.
+            mismatch = SchemaError(f"column '{self.spec.name}': expected {self.value_type} values "
+                                   f"(as in training), got {labels.type}", self.spec.name)
+            if _family(labels.type) != _family(self.value_type):
+                raise mismatch
             try:
                 labels = pc.cast(labels, self.value_type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                raise SchemaError(f"column '{self.spec.name}': expected {self.value_type} values "
-                                  f"(as in training), got {labels.type}", self.spec.name) from e
+                raise mismatch from e
         index = pc.index_in(labels, value_set=self._value_set)
         null = labels.is_null().to_numpy(zero_copy_only=False)
         unseen = index.is_null().to_numpy(zero_copy_only=False) & ~null
@@ -135,7 +149,7 @@ class CategoricalEncoder:
         one_hot[np.arange(len(idx)), idx] = 1.0
         return one_hot, unseen
 
-    def decode(self, block: np.ndarray, type_: pa.DataType) -> pa.Array:
+    def decode(self, block: np.ndarray, type_: pa.DataType, generated: bool = False) -> pa.Array:
         idx = block.argmax(axis=1)
         # "other" and "unknown" have no value to give back: they decode to null.
         known = idx < len(self.categories)
@@ -168,7 +182,9 @@ class ColumnTransformer:
         spans, start = [], 0
         for spec in specs:
             enc = self.encoders[spec.name]
-            sampleable = enc.null_slot + 1 if isinstance(enc, CategoricalEncoder) else 0
+            # Samples may take the known categories, and null only if training had nulls.
+            sampleable = (enc.null_slot + (enc.nulls > 0) if isinstance(enc, CategoricalEncoder)
+                          else 0)
             spans.append(Span(spec.name, enc.head, start, enc.width, sampleable))
             start += enc.width
         return spans
@@ -251,8 +267,14 @@ class ColumnTransformer:
         return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else \
             np.zeros((n, 0), np.float32)
 
-    def inverse(self, x: np.ndarray, c: np.ndarray | None = None) -> pa.Table:
-        """Encoded rows back to a table with the training schema (ids and ignored → null)."""
+    def inverse(self, x: np.ndarray, c: np.ndarray | None = None, generated: bool = False
+                ) -> pa.Table:
+        """Encoded rows back to a table with the training schema (ids and ignored → null).
+
+        ``generated`` decodes model samples: numeric values snap to point masses and stay in
+        the training range (see quantile_map). Without it this is the exact inverse of
+        ``transform``.
+        """
         n = len(x)
         blocks = {s.name: x[:, s.start:s.start + s.width] for s in self.feature_spans}
         if c is not None:
@@ -261,7 +283,7 @@ class ColumnTransformer:
         for spec in self.schema.columns:
             type_ = self.schema.arrow_type(spec.name)
             if spec.name in blocks:
-                arrays.append(self.encoders[spec.name].decode(blocks[spec.name], type_))
+                arrays.append(self.encoders[spec.name].decode(blocks[spec.name], type_, generated))
             else:
                 arrays.append(pa.nulls(n, type_))
             fields.append(pa.field(spec.name, type_))
@@ -289,6 +311,15 @@ class ColumnTransformer:
                                                          e["nulls"],
                                                          type_from_string(e["value_type"]))
         return cls(schema, encoders)
+
+
+def _family(t: pa.DataType) -> str:
+    for name, test in (("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
+                        or pa.types.is_string_view(t)), ("integer", pa.types.is_integer),
+                       ("boolean", pa.types.is_boolean), ("float", pa.types.is_floating)):
+        if test(t):
+            return name
+    return str(t)
 
 
 def _label_type(t: pa.DataType) -> pa.DataType:

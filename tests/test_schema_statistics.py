@@ -1,0 +1,107 @@
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from vae_core import DataError, Kind, SchemaError, TableStatistics, infer_schema
+from vae_core.statistics import QuantileSketch
+
+
+def mixed_table(n: int = 300, seed: int = 0) -> pa.Table:
+    """Every column kind, with nulls, datetimes (tz-aware and dates) and rare categories."""
+    rng = np.random.default_rng(seed)
+    null = rng.random(n) < 0.1
+    cats = rng.choice(["a", "b", "c", "rare-1", "rare-2"], n, p=[0.5, 0.3, 0.18, 0.01, 0.01])
+    ts = (1_600_000_000 + rng.integers(0, 10**7, n)) * 10**6  # microseconds (int64)
+    return pa.table({
+        "id": pa.array([f"row-{i}" for i in range(n)]),
+        "price": pa.array(rng.lognormal(3, 1, n), mask=null),
+        "count": pa.array(rng.poisson(4, n).astype(np.int32)),
+        "flag": pa.array(rng.random(n) < 0.3, mask=rng.random(n) < 0.05),
+        "city": pa.array(cats, mask=rng.random(n) < 0.05).dictionary_encode(),
+        "plain_city": pa.array(cats),
+        "seen": pa.array(ts, pa.timestamp("us", tz="UTC"), mask=rng.random(n) < 0.05),
+        "day": pa.array([dt.date(2020, 1, 1) + dt.timedelta(days=int(d))
+                         for d in rng.integers(0, 900, n)], pa.date32()),
+        "segment": pa.array(rng.choice([1, 2, 3], n).astype(np.int64)),
+        "blob": pa.array([b"x"] * n, pa.binary()),
+    })
+
+
+OVERRIDES = {"id": "id", "segment": "condition:categorical", "blob": "ignore"}
+
+
+def test_schema_inference_and_overrides():
+    t = mixed_table()
+    schema = infer_schema(t.schema, OVERRIDES)
+    kinds = {c.name: c.kind for c in schema.columns}
+    assert kinds == {"id": Kind.ID, "price": Kind.CONTINUOUS, "count": Kind.INTEGER,
+                     "flag": Kind.BINARY, "city": Kind.CATEGORICAL, "plain_city": Kind.CATEGORICAL,
+                     "seen": Kind.DATETIME, "day": Kind.DATETIME, "segment": Kind.CATEGORICAL,
+                     "blob": Kind.IGNORE}
+    assert [c.name for c in schema.conditions] == ["segment"]
+    assert "segment" not in [c.name for c in schema.features]
+
+
+@pytest.mark.parametrize("overrides, column, words", [
+    ({"nope": "id"}, "nope", "not in the table"),
+    ({"price": "sometimes"}, "price", "unknown override"),
+    ({"plain_city": "continuous"}, "plain_city", "cannot model"),
+    ({}, "blob", "not supported"),
+])
+def test_schema_errors_name_the_column(overrides, column, words):
+    with pytest.raises(SchemaError, match=words) as e:
+        infer_schema(mixed_table().schema, overrides)
+    assert e.value.column == column and f"'{column}'" in str(e.value)
+
+
+def test_statistics_merge_equals_statistics_of_concatenation():
+    t = mixed_table(900)
+    schema = infer_schema(t.schema, OVERRIDES)
+    whole = TableStatistics.of(schema, t)
+    parts = [TableStatistics.of(schema, t.slice(a, b)) for a, b in ((0, 100), (100, 500), (600, 300))]
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    reverse = parts[2].merge(parts[1].merge(parts[0]))
+    for m in (merged, reverse):
+        for name, col in whole.columns.items():
+            other = m.columns[name]
+            assert (other.rows, other.nulls, other.categories) == (col.rows, col.nulls,
+                                                                  col.categories), name
+            assert other.sketch == col.sketch, name
+            assert other.moments.count == col.moments.count
+            for f in ("mean", "m2", "min", "max"):
+                assert getattr(other.moments, f) == pytest.approx(getattr(col.moments, f),
+                                                                  rel=1e-12, abs=1e-9), (name, f)
+    restored = TableStatistics.from_dict(whole.to_dict())
+    assert restored.to_dict() == whole.to_dict()
+
+
+def test_sketch_quantiles_have_the_promised_relative_accuracy():
+    x = np.random.default_rng(1).lognormal(0, 2, 20000) * np.where(
+        np.random.default_rng(2).random(20000) < 0.3, -1, 1)
+    sketch = QuantileSketch()
+    sketch.update(x)
+    for q in (0.01, 0.1, 0.5, 0.9, 0.99):
+        exact = np.quantile(x, q, method="lower")
+        assert sketch.quantile(q) == pytest.approx(exact, rel=2 * sketch.relative_accuracy)
+
+
+def test_fitting_refuses_empty_and_all_null_columns():
+    t = mixed_table()
+    schema = infer_schema(t.schema, OVERRIDES)
+    with pytest.raises(DataError, match="empty"):
+        TableStatistics.of(schema, t.slice(0, 0)).check_fittable()
+    all_null = t.set_column(1, "price", pa.nulls(t.num_rows, pa.float64()))
+    with pytest.raises(DataError, match="'price' is null in every row"):
+        TableStatistics.of(schema, all_null).check_fittable()
+
+
+def test_nan_and_inf_are_refused_with_the_column_name():
+    t = mixed_table()
+    schema = infer_schema(t.schema, OVERRIDES)
+    for bad in (np.nan, np.inf):
+        values = t.column("price").to_numpy(zero_copy_only=False).copy()
+        values[3] = bad
+        with pytest.raises(DataError, match="column 'price'"):
+            TableStatistics.of(schema, t.set_column(1, "price", pa.array(values)))
