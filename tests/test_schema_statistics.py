@@ -60,7 +60,8 @@ def test_statistics_merge_equals_statistics_of_concatenation():
     t = mixed_table(900)
     schema = infer_schema(t.schema, OVERRIDES)
     whole = TableStatistics.of(schema, t)
-    parts = [TableStatistics.of(schema, t.slice(a, b)) for a, b in ((0, 100), (100, 500), (600, 300))]
+    slices = ((0, 100), (100, 500), (600, 300))  # offset, length: three uneven parts
+    parts = [TableStatistics.of(schema, t.slice(a, b)) for a, b in slices]
     merged = parts[0].merge(parts[1]).merge(parts[2])
     reverse = parts[2].merge(parts[1].merge(parts[0]))
     for m in (merged, reverse):

@@ -83,7 +83,7 @@ def test_bad_columns_are_named():
         transformer.transform(as_int)
     nan = t.column("price").to_numpy(zero_copy_only=False).copy()
     nan[0] = np.nan
-    with pytest.raises(DataError, match="column 'price'.*NaN"):
+    with pytest.raises(DataError, match=r"column 'price'.*NaN"):
         transformer.transform(t.set_column(1, "price", pa.array(nan)))
 
 

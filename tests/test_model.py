@@ -1,0 +1,209 @@
+"""TabularVAE on the bundled Adult table: fit, embed, score, sample, save/load, bad input."""
+
+import os
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from vae_core import DataError, ModelFormatError, SchemaError, TabularVAE
+from vae_core.training import EarlyStopping
+
+
+def with_column(t: pa.Table, name: str, values) -> pa.Table:
+    field = t.schema.field(name)
+    return t.set_column(t.schema.get_field_index(name), name, pa.array(values, field.type))
+
+
+def test_fit_reports_progress_and_keeps_the_best_epoch(adult_cvae):
+    reports = adult_cvae.progress_reports
+    assert [r.epoch for r in reports] == list(range(1, len(reports) + 1))
+    assert reports[-1].val_elbo > reports[0].val_elbo  # it learned something
+    assert all(r.rows_per_second > 0 for r in reports)
+    assert sum(r.best for r in reports) >= 1
+
+
+def test_early_stopping_keeps_a_copy_not_a_view():
+    module = torch.nn.Linear(2, 2)
+    stopper = EarlyStopping(patience=2)
+    stopper.update(1.0, module)
+    with torch.no_grad():
+        module.weight.add_(10.0)
+    assert not torch.equal(stopper.best_state["weight"], module.weight)
+    assert not stopper.update(0.5, module) and not stopper.should_stop
+    stopper.update(0.4, module)
+    assert stopper.should_stop
+
+
+def test_sampled_rows_have_the_input_schema_and_known_categories(adult_cvae, adult_train):
+    synthetic = adult_cvae.sample(2000, seed=1)
+    assert synthetic.schema == adult_train.schema and synthetic.num_rows == 2000
+    for name in adult_train.column_names:
+        assert synthetic.column(name).null_count == 0, name
+        if pa.types.is_string(adult_train.schema.field(name).type):
+            known = set(adult_train.column(name).unique().to_pylist())
+            assert set(synthetic.column(name).unique().to_pylist()) <= known, name
+        else:  # inside the training range
+            lo, hi = pc.min_max(adult_train.column(name)).values()
+            assert pc.min(synthetic.column(name)).as_py() >= lo.as_py(), name
+            assert pc.max(synthetic.column(name)).as_py() <= hi.as_py(), name
+
+
+def test_sampling_is_deterministic_for_a_seed(adult_cvae):
+    a, b = adult_cvae.sample(300, seed=7), adult_cvae.sample(300, seed=7)
+    assert a.equals(b)
+    assert not a.equals(adult_cvae.sample(300, seed=8))
+
+
+def test_cvae_samples_honour_the_condition(adult_cvae, adult_train):
+    rich = adult_cvae.sample(1000, conditions={"income": ">50K"}, seed=0)
+    poor = adult_cvae.sample(1000, conditions={"income": "<=50K"}, seed=0)
+    assert rich.column("income").unique().to_pylist() == [">50K"]
+    assert poor.column("income").unique().to_pylist() == ["<=50K"]
+    # The condition reaches the decoder: the real data's direction shows in the samples.
+    def married(t):
+        return pc.mean(pc.equal(t.column("relationship"), "Husband")).as_py()
+    assert married(rich) > married(poor) + 0.1
+    with pytest.raises(SchemaError, match="'income': condition value 'lots'"):
+        adult_cvae.sample(10, conditions={"income": "lots"})
+    with pytest.raises(SchemaError, match="'age' is not a condition column"):
+        adult_cvae.sample(10, conditions={"age": 30})
+
+
+def test_scores_bounds_and_determinism(adult_cvae, adult_test):
+    rows = adult_test.slice(0, 500)
+    s = adult_cvae.score(rows, per_column=True)
+    elbo, log_px = s.column("elbo").to_numpy(), s.column("log_px").to_numpy()
+    assert (elbo <= log_px + 1e-5).all()  # Jensen on the same K samples
+    assert s.equals(adult_cvae.score(rows, per_column=True))
+    assert adult_cvae.score(rows, iwae_samples=64).column("log_px").to_numpy().mean() > \
+        adult_cvae.score(rows, iwae_samples=2).column("log_px").to_numpy().mean()
+    pct = s.column("percentile").to_numpy()
+    assert ((pct >= 0) & (pct <= 100)).all()
+    rate = np.mean(s.column("is_anomaly").to_numpy(zero_copy_only=False))
+    assert rate < 0.05  # calibrated at the 99th percentile of held-out rows
+    nll = np.stack([s.column(f"nll_{c}").to_numpy() for c in
+                    [f.name for f in adult_cvae.transformer.schema.features]], axis=1)
+    top = s.column("top_columns").to_pylist()
+    names = [f.name for f in adult_cvae.transformer.schema.features]
+    assert all(t[0] == names[i] for t, i in zip(top, nll.argmax(1), strict=True))
+
+
+def test_corrupted_rows_score_worse(adult_cvae, adult_test):
+    clean = adult_test.slice(0, 400)
+    rng = np.random.default_rng(0)
+    ages = clean.column("age").to_numpy()
+    corrupted = with_column(clean, "age", ages + rng.choice([-1, 1], 400) * 60)
+    country = with_column(clean, "native-country", ["Atlantis"] * 400)
+    base = adult_cvae.score(clean).column("score").to_numpy()
+    for bad in (corrupted, country):
+        s = adult_cvae.score(bad)
+        assert s.column("score").to_numpy().mean() > base.mean() + 5
+    unseen = adult_cvae.score(country)
+    assert unseen.column("unseen_categories").to_pylist() == [1] * 400
+    # An unseen country costs ~10 nats; only a rarer value elsewhere in a row may top it.
+    tops = [t[0] for t in unseen.column("top_columns").to_pylist()]
+    assert tops.count("native-country") >= 0.9 * len(tops)
+
+
+def test_out_of_range_value_scores_worse_than_every_in_range_value(adult_cvae, adult_train):
+    row = adult_train.slice(0, 1)
+    ages = sorted(set(adult_train.column("age").to_pylist()))
+    candidates = pa.concat_tables([with_column(row, "age", [a]) for a in ages + [150]])
+    scores = adult_cvae.score(candidates).column("score").to_numpy()
+    assert scores[-1] > scores[:-1].max()
+
+
+def test_embeddings(adult_cvae, adult_test):
+    mu, sigma = adult_cvae.embed(adult_test.slice(0, 300), return_std=True)
+    assert mu.shape == sigma.shape == (300, 8) and (sigma > 0).all()
+    np.testing.assert_array_equal(mu, adult_cvae.embed(adult_test.slice(0, 300)))
+    assert mu.std(0).max() > 0.3  # not collapsed to the prior
+
+
+def test_save_load_round_trip(adult_cvae, adult_test, tmp_path):
+    rows = adult_test.slice(0, 200)
+    adult_cvae.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "weights.pt"]
+    loaded = TabularVAE.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.embed(rows), adult_cvae.embed(rows))
+    assert loaded.score(rows).equals(adult_cvae.score(rows))
+    assert loaded.sample(50, seed=3).equals(adult_cvae.sample(50, seed=3))
+    assert loaded.calibration.threshold() == adult_cvae.calibration.threshold()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_planted_pickle_payload_is_refused_and_never_runs(adult_cvae, tmp_path):
+    folder = adult_cvae.save(tmp_path / "m")
+    payload = _Payload()
+    payload.marker = tmp_path / "pwned"
+    (folder / "weights.pt").write_bytes(pickle.dumps({"w": payload}))
+    with pytest.raises(ModelFormatError, match="weights.pt: refused"):
+        TabularVAE.load(folder)
+    torch.save({"w": payload}, folder / "weights.pt")  # the same payload in torch's zip format
+    with pytest.raises(ModelFormatError, match="weights.pt: refused"):
+        TabularVAE.load(folder)
+    assert not payload.marker.exists()
+
+
+def test_corrupt_or_foreign_model_folders_are_named(adult_cvae, tmp_path):
+    with pytest.raises(ModelFormatError, match="no such model folder"):
+        TabularVAE.load(tmp_path / "nothing")
+    folder = adult_cvae.save(tmp_path / "m")
+    (folder / "model.json").write_text("{not json")
+    with pytest.raises(ModelFormatError, match="model.json: not valid JSON"):
+        TabularVAE.load(folder)
+    (folder / "model.json").write_text('{"format": "sklearn"}')
+    with pytest.raises(ModelFormatError, match="format 'sklearn'"):
+        TabularVAE.load(folder)
+    (folder / "weights.pt").unlink()
+    with pytest.raises(ModelFormatError, match="weights.pt: missing"):
+        TabularVAE.load(folder)
+
+
+def test_bad_input_at_score_time_names_the_column(adult_cvae, adult_test):
+    rows = adult_test.slice(0, 10)
+    with pytest.raises(SchemaError, match="column 'age' is missing"):
+        adult_cvae.score(rows.drop_columns(["age"]))
+    with pytest.raises(SchemaError, match="column 'age': expected a number"):
+        adult_cvae.score(rows.set_column(0, "age", pc.cast(rows.column("age"), pa.string())))
+    with pytest.raises(DataError, match="column 'hours-per-week'"):
+        adult_cvae.score(rows.set_column(rows.schema.get_field_index("hours-per-week"),
+                                         "hours-per-week", pa.array([np.nan] * 10)))
+    with pytest.raises(DataError, match="empty"):
+        adult_cvae.score(rows.slice(0, 0))
+
+
+def test_fit_refuses_bad_tables(adult_train, tmp_path):
+    with pytest.raises(DataError, match="empty"):
+        TabularVAE(epochs=1).fit(adult_train.slice(0, 0))
+    nulls = adult_train.slice(0, 50).set_column(0, "age", pa.nulls(50, pa.int64()))
+    with pytest.raises(DataError, match="'age' is null in every row"):
+        TabularVAE(epochs=1).fit(nulls)
+    with pytest.raises(DataError, match="no such file"):
+        TabularVAE(epochs=1).fit(tmp_path / "missing.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError, match="bad.parquet: not a readable Parquet file"):
+        TabularVAE(epochs=1).fit(tmp_path / "bad.parquet")
+    with pytest.raises(TypeError, match="unknown option 'latent'"):
+        TabularVAE(latent=3)
+
+
+def test_nulls_are_modelled_and_flagged(adult_train):
+    t = adult_train.slice(0, 3000)
+    rng = np.random.default_rng(0)
+    hours = t.column("hours-per-week").to_numpy()
+    t = t.set_column(t.schema.get_field_index("hours-per-week"), "hours-per-week",
+                     pa.array(hours, mask=rng.random(len(hours)) < 0.2))
+    vae = TabularVAE(epochs=4, seed=0).fit(t)
+    synthetic = vae.sample(3000, seed=0)
+    share = synthetic.column("hours-per-week").null_count / 3000
+    assert 0.1 < share < 0.3  # the model learned the missingness rate
+    assert synthetic.column("age").null_count == 0  # never null in training → never generated
