@@ -112,7 +112,7 @@ def test_corrupted_rows_score_worse(adult_cvae, adult_test):
 def test_out_of_range_value_scores_worse_than_every_in_range_value(adult_cvae, adult_train):
     row = adult_train.slice(0, 1)
     ages = sorted(set(adult_train.column("age").to_pylist()))
-    candidates = pa.concat_tables([with_column(row, "age", [a]) for a in ages + [150]])
+    candidates = pa.concat_tables([with_column(row, "age", [a]) for a in [*ages, 150]])
     scores = adult_cvae.score(candidates).column("score").to_numpy()
     assert scores[-1] > scores[:-1].max()
 

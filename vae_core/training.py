@@ -109,7 +109,8 @@ def fit_module(module: VAEModule, x: np.ndarray, c: np.ndarray, x_val: np.ndarra
     rng = np.random.default_rng(cfg.seed)
     opt, schedule = make_optimizer(module, cfg)
     stopper = EarlyStopping(cfg.early_stopping_patience)
-    xt, ct = torch.from_numpy(x), torch.from_numpy(c)
+    device = next(module.parameters()).device
+    xt, ct = torch.from_numpy(x).to(device), torch.from_numpy(c).to(device)
     n_batches = max(1, math.ceil(len(x) / cfg.batch_size))
     history = []
     for epoch in range(cfg.epochs):
@@ -117,7 +118,8 @@ def fit_module(module: VAEModule, x: np.ndarray, c: np.ndarray, x_val: np.ndarra
         t0, sums = time.perf_counter(), np.zeros(3)
         for i, idx in enumerate(minibatches(len(x), cfg.batch_size, rng)):
             kl_weight = cfg.kl_weight(epoch + i / n_batches)
-            out = train_step(module, opt, xt[idx], ct[idx], kl_weight, cfg)
+            rows = torch.from_numpy(idx).to(device)
+            out = train_step(module, opt, xt[rows], ct[rows], kl_weight, cfg)
             sums += [float(out.loss.detach()) * len(idx), float(out.reconstruction) * len(idx),
                      float(out.kl) * len(idx)]
         seconds = time.perf_counter() - t0
