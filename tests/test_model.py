@@ -207,3 +207,17 @@ def test_nulls_are_modelled_and_flagged(adult_train):
     share = synthetic.column("hours-per-week").null_count / 3000
     assert 0.1 < share < 0.3  # the model learned the missingness rate
     assert synthetic.column("age").null_count == 0  # never null in training → never generated
+
+
+def test_fit_accepts_a_parquet_path_a_folder_and_a_dataframe(adult_train, tmp_path):
+    import pyarrow.parquet as pq
+
+    small = adult_train.slice(0, 1500)
+    pq.write_table(small.slice(0, 700), tmp_path / "part-0.parquet")
+    pq.write_table(small.slice(700), tmp_path / "part-1.parquet")
+    from vae_core import as_table
+
+    for data in (tmp_path / "part-0.parquet", tmp_path, small.to_pandas()):
+        vae = TabularVAE(epochs=1, seed=0).fit(data)
+        # The input's own types come back (pandas 3 strings arrive as large_string).
+        assert vae.sample(10, seed=0).schema == as_table(data).schema.remove_metadata()
