@@ -221,3 +221,11 @@ def test_fit_accepts_a_parquet_path_a_folder_and_a_dataframe(adult_train, tmp_pa
         vae = TabularVAE(epochs=1, seed=0).fit(data)
         # The input's own types come back (pandas 3 strings arrive as large_string).
         assert vae.sample(10, seed=0).schema == as_table(data).schema.remove_metadata()
+
+
+def test_fit_is_deterministic_for_a_seed(adult_train):
+    small = adult_train.slice(0, 1500)
+    a, b = (TabularVAE(epochs=2, seed=3).fit(small) for _ in range(2))
+    np.testing.assert_array_equal(a.embed(small), b.embed(small))
+    c = TabularVAE(epochs=2, seed=4).fit(small)
+    assert not np.array_equal(a.embed(small), c.embed(small))
