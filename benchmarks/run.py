@@ -13,6 +13,7 @@ Rows are resampled from the bundled Adult train split. One torch thread througho
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -86,7 +87,8 @@ def main() -> None:
     lines = [
         "# Benchmark results",
         "",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread, "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch thread, "
         f"Python {platform.python_version()}, torch {torch.__version__}, pyarrow {pa.__version__}.",
         f"Command: `.venv/bin/python benchmarks/run.py --rows {args.rows} --epochs {args.epochs}`"
         " (what `make bench` runs).",
@@ -102,6 +104,9 @@ def main() -> None:
         f"| Arrow → tensor transform, rows/s | {transform_rps:,.0f} | — | — |",
         f"| scoring (IWAE K=16 + ELBO + per-column), rows/s | TabularVAE.score: {score_rps:,.0f} "
         f"| one ELBO forward pass (K=1): {elbo_rps:,.0f} | {score_rps / elbo_rps:.2f} |",
+        "",
+        "Scoring draws K = 16 posterior samples per row, so ≈ 1/16 of one forward pass is the "
+        "expected cost; a lower K (`iwae_samples`) trades estimate quality for speed.",
         "",
         "Quality figures (TVAE, Isolation Forest, PCA) and the Ray/Serve speed figures are "
         "not measured yet (issues 3–6).",

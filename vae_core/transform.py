@@ -110,7 +110,7 @@ class CategoricalEncoder:
         self.counts, self.nulls = counts, nulls
         self.null_slot, self.other_slot, self.unknown_slot = (len(categories) + i for i in range(3))
         self.width = len(categories) + 3
-        self._value_set = pa.array(categories, type=value_type)
+        self.value_set = pa.array(categories, type=value_type)
 
     @classmethod
     def fit(cls, spec: ColumnSpec, counts: Mapping, nulls: int, value_type: pa.DataType,
@@ -136,7 +136,7 @@ class CategoricalEncoder:
                 labels = pc.cast(labels, self.value_type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                 raise mismatch from e
-        index = pc.index_in(labels, value_set=self._value_set)
+        index = pc.index_in(labels, value_set=self.value_set)
         null = labels.is_null().to_numpy(zero_copy_only=False)
         unseen = index.is_null().to_numpy(zero_copy_only=False) & ~null
         idx = index.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -153,7 +153,7 @@ class CategoricalEncoder:
         idx = block.argmax(axis=1)
         # "other" and "unknown" have no value to give back: they decode to null.
         known = idx < len(self.categories)
-        values = self._value_set.take(pa.array(np.where(known, idx, 0)))
+        values = self.value_set.take(pa.array(np.where(known, idx, 0)))
         out = pc.if_else(pa.array(known), values, pa.nulls(len(idx), self.value_type))
         return out if not pa.types.is_dictionary(type_) else pc.cast(out, type_)
 
@@ -254,7 +254,7 @@ class ColumnTransformer:
             if unseen:
                 enc = self.encoders[spec.name]
                 bad = pc.unique(pc.filter(table.column(spec.name), pc.invert(pc.is_in(
-                    table.column(spec.name), value_set=enc._value_set)))).to_pylist()
+                    table.column(spec.name), value_set=enc.value_set)))).to_pylist()
                 raise SchemaError(f"column '{spec.name}': condition value {bad[0]!r} was not seen "
                                   f"in training (known: {enc.categories[:20]})", spec.name)
             blocks.append(block)
