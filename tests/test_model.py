@@ -229,3 +229,16 @@ def test_fit_is_deterministic_for_a_seed(adult_train):
     np.testing.assert_array_equal(a.embed(small), b.embed(small))
     c = TabularVAE(epochs=2, seed=4).fit(small)
     assert not np.array_equal(a.embed(small), c.embed(small))
+
+
+def test_holdout_split_depends_only_on_row_content():
+    from vae_core.training import holdout_mask
+
+    x = np.random.default_rng(0).normal(size=(20000, 7)).astype(np.float32)
+    mask = holdout_mask(x, 0.1, seed=0)
+    assert 0.09 < mask.mean() < 0.11
+    perm = np.random.default_rng(1).permutation(len(x))
+    np.testing.assert_array_equal(holdout_mask(x[perm], 0.1, seed=0), mask[perm])  # any order
+    np.testing.assert_array_equal(np.concatenate([holdout_mask(x[:777], 0.1), holdout_mask(
+        x[777:], 0.1)]), mask)  # any block layout
+    assert not holdout_mask(x, 0.0).any()

@@ -32,7 +32,7 @@ from vae_core.module import VAEModule
 from vae_core.schema import infer_schema
 from vae_core.statistics import TableStatistics
 from vae_core.tables import TableLike, as_table
-from vae_core.training import EpochReport, fit_module
+from vae_core.training import EpochReport, fit_module, holdout_mask
 from vae_core.transform import ColumnTransformer, EncodedTable
 
 INFERENCE_BATCH_ROWS = 8192
@@ -69,6 +69,17 @@ class TabularVAE:
         self.calibration: Calibration | None = None
         self.history: list[EpochReport] = []
 
+    @classmethod
+    def from_parts(cls, transformer: ColumnTransformer, module: VAEModule,
+                   model_config: ModelConfig, train_config: TrainConfig,
+                   calibration: Calibration | None = None,
+                   history: list[EpochReport] | None = None) -> TabularVAE:
+        """Assemble a model trained elsewhere (e.g. by a Ray Train worker)."""
+        vae = cls(model_config, train_config)
+        vae.transformer, vae.module = transformer, module
+        vae.calibration, vae.history = calibration, list(history or [])
+        return vae
+
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, data: TableLike, progress: Callable[[EpochReport], None] | None = None,
             device: str | torch.device = "cpu") -> TabularVAE:
@@ -85,15 +96,15 @@ class TabularVAE:
                                                  self.model_config.max_knots)
         enc = self.transformer.transform(table)
         cfg = self.train_config
-        rng = np.random.default_rng(cfg.seed)
-        order = rng.permutation(table.num_rows)
-        n_val = round(cfg.validation_fraction * table.num_rows) if table.num_rows >= 20 else 0
-        val, train = order[:n_val], order[n_val:]
+        is_val = holdout_mask(enc.x, cfg.validation_fraction if table.num_rows >= 20 else 0.0,
+                              cfg.seed)
+        val, train = np.flatnonzero(is_val), np.flatnonzero(~is_val)
+        n_val = len(val)
         torch.manual_seed(cfg.seed)
         self.module = build_module(self.transformer, self.model_config).to(device)
         self.history = fit_module(self.module, enc.x[train], enc.c[train], enc.x[val],
                                   enc.c[val], cfg, progress)
-        held_out = (val if n_val else train)[:CALIBRATION_ROWS]  # already in random order
+        held_out = (val if n_val else train)[:CALIBRATION_ROWS]  # hash-chosen: no order bias
         self.calibrate(EncodedTable(enc.x[held_out], enc.c[held_out], enc.unseen[held_out]))
         return self
 

@@ -95,6 +95,25 @@ class EarlyStopping:
         return self.patience > 0 and self.stale >= self.patience
 
 
+def holdout_mask(x: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Which encoded rows are validation rows, decided by a hash of the row's content.
+
+    A row's side depends on nothing but its values, so the split is the same in memory, in
+    any Ray Data block layout and on any worker, needs no shuffle, and an exact duplicate
+    of a validation row can never sit in the training set.
+    """
+    if fraction <= 0 or len(x) == 0:
+        return np.zeros(len(x), bool)
+    words = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    mult = np.random.default_rng(seed).integers(1, 2**62, words.shape[1], dtype=np.uint64) | 1
+    with np.errstate(over="ignore"):
+        h = (words * mult).sum(axis=1, dtype=np.uint64)
+        h ^= h >> np.uint64(33)  # murmur3 finaliser: spreads the sum's bits
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+    return (h >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
+
+
 def minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     order = rng.permutation(n)
     for start in range(0, n, batch_size):
