@@ -1,0 +1,134 @@
+"""Input data for jobs: find the Parquet files, check them, read them with Ray Data.
+
+Checks run on the driver from Parquet footers only (no data read), before any Ray work,
+so that a bad input fails in seconds with the file's name: a missing path, no files, an
+unreadable (corrupt) file, files whose schemas disagree, zero rows.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from vae_core import ColumnTransformer, DataError, TableSchema, TableStatistics
+from vae_core.training import holdout_mask
+
+
+@dataclass(frozen=True)
+class ParquetInput:
+    uri: str
+    filesystem: pafs.FileSystem
+    files: list[str]
+    schema: pa.Schema
+    rows: int
+
+
+def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+
+
+def discover(uri: str) -> ParquetInput:
+    try:
+        fs, path = _resolve(uri)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{uri}: cannot open ({e})") from e
+    if any(ch in path for ch in "*?["):  # a glob: match files under its fixed prefix
+        base = path[:min(path.index(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        files = sorted(i.path for i in infos if i.is_file and fnmatch.fnmatch(i.path, path))
+    else:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise DataError(f"{uri}: no such file or folder")
+        if info.type == pafs.FileType.Directory:
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            files = sorted(i.path for i in infos if i.is_file and i.path.endswith(".parquet")
+                           and not Path(i.path).name.startswith(("_", ".")))
+        else:
+            files = [path]
+    if not files:
+        raise DataError(f"{uri}: no Parquet files found")
+    schema, first, rows = None, None, 0
+    for f in files:
+        try:
+            with fs.open_input_file(f) as handle:
+                meta = pq.ParquetFile(handle).metadata
+                file_schema = meta.schema.to_arrow_schema()
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{f}: not a readable Parquet file ({e})") from e
+        rows += meta.num_rows
+        if schema is None:
+            schema, first = file_schema.remove_metadata(), f
+        elif not file_schema.remove_metadata().equals(schema):
+            why = _schema_difference(schema, file_schema)
+            raise DataError(f"{f}: schema differs from {first} ({why})")
+    if rows == 0:
+        raise DataError(f"{uri}: the input has no rows")
+    return ParquetInput(uri, fs, files, schema, rows)
+
+
+def _schema_difference(a: pa.Schema, b: pa.Schema) -> str:
+    for name in a.names:
+        if name not in b.names:
+            return f"column '{name}' is missing"
+        if a.field(name).type != b.field(name).type:
+            return f"column '{name}' is {b.field(name).type}, not {a.field(name).type}"
+    extra = [n for n in b.names if n not in a.names]
+    return f"extra column '{extra[0]}'" if extra else "column order differs"
+
+
+def read(source: ParquetInput):
+    import ray.data
+
+    return ray.data.read_parquet(source.files, filesystem=source.filesystem)
+
+
+# -- the statistics pass: one Ray Data map over blocks, merged on the driver -------------
+
+def _block_statistics(batch: pa.Table, schema: dict) -> dict:
+    stats = TableStatistics.of(TableSchema.from_dict(schema), batch)
+    return {"statistics": np.array([json.dumps(stats.to_dict())], dtype=object)}
+
+
+def distributed_statistics(ds, schema: TableSchema) -> TableStatistics:
+    parts = ds.map_batches(_block_statistics, fn_kwargs={"schema": schema.to_dict()},
+                           batch_format="pyarrow", batch_size=None).take_all()
+    merged = TableStatistics.empty(schema)
+    for part in parts:
+        merged = merged.merge(TableStatistics.from_dict(json.loads(part["statistics"])))
+    return merged
+
+
+# -- encoding: Arrow → the model's float matrices, in Ray Data ----------------------------
+
+def _encode(batch: pa.Table, transformer: dict, validation_fraction: float, seed: int) -> dict:
+    enc = ColumnTransformer.from_dict(transformer).transform(batch)
+    return {"x": enc.x, "c": enc.c,
+            "is_val": holdout_mask(enc.x, validation_fraction, seed)}
+
+
+def _keep(batch: dict, validation: bool) -> dict:
+    mask = batch["is_val"] == validation
+    return {"x": batch["x"][mask], "c": batch["c"][mask]}
+
+
+def encoded_splits(ds, transformer: ColumnTransformer, validation_fraction: float, seed: int):
+    """(train, validation) datasets of encoded rows; the split is by row content (see
+    vae_core.training.holdout_mask), so it is the same however the blocks fall."""
+    enc = ds.map_batches(_encode, fn_kwargs={"transformer": transformer.to_dict(),
+                                             "validation_fraction": validation_fraction,
+                                             "seed": seed}, batch_format="pyarrow")
+    # Not materialised: each epoch streams read → encode → train again. Encoding runs at
+    # ~0.5 M rows/s against ~30 k rows/s of training, so re-encoding costs a few percent,
+    # and memory stays bounded whatever the data size.
+    return (enc.map_batches(_keep, fn_kwargs={"validation": False}, batch_format="numpy"),
+            enc.map_batches(_keep, fn_kwargs={"validation": True}, batch_format="numpy"))

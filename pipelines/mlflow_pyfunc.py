@@ -1,0 +1,40 @@
+"""MLflow pyfunc wrapper of a vae_core model folder ("models from code": nothing pickled).
+
+``mlflow.pyfunc.load_model("models:/NAME@champion").predict(df, params={"mode": ...})``
+with mode ``score`` (default), ``embed`` or ``generate`` (params ``n``, ``seed``). Serving
+and batch jobs do not go through this wrapper: they load the vae_core folder directly.
+"""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+import pyarrow as pa
+from mlflow.models import set_model
+
+
+class VAEPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from vae_core import TabularVAE
+
+        self.vae = TabularVAE.load(context.artifacts["vae_model"])
+
+    def predict(self, context, model_input, params: dict | None = None):
+        import pandas as pd
+
+        params = params or {}
+        mode = params.get("mode", "score")
+        if mode == "generate":
+            n = int(params.get("n") or len(model_input))
+            return self.vae.sample(n, seed=params.get("seed")).to_pandas()
+        table = pa.Table.from_pandas(model_input, preserve_index=False)
+        if mode == "embed":
+            z = self.vae.embed(table)
+            return pd.DataFrame(z, columns=[f"z_{i}" for i in range(z.shape[1])])
+        if mode == "score":
+            k = params.get("iwae_samples")
+            return self.vae.score(table, iwae_samples=int(k) if k else None,
+                                  seed=int(params.get("seed") or 0)).to_pandas()
+        raise ValueError(f"unknown mode '{mode}' (score, embed, generate)")
+
+
+set_model(VAEPyfunc())

@@ -1,0 +1,119 @@
+"""Registering trained models in MLflow, and the aliases that address them.
+
+Every new version gets alias ``candidate``. It becomes ``champion`` when its mean
+held-out log p(x) beats the current champion's on the *same* rows (the new job's
+validation rows, scored by both models), or by ``vae models promote NAME VERSION``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+PYFUNC_CODE = Path(__file__).with_name("mlflow_pyfunc.py")
+VAE_CORE_DIR = Path(__file__).resolve().parents[1] / "vae_core"
+CANDIDATE, CHAMPION = "candidate", "champion"
+VAL_LOG_PX_TAG = "val_log_px"
+
+
+def log_model(run_id: str, model_dir: Path, name: str, example: pa.Table) -> str:
+    """Log the model folder as a pyfunc model in ``run_id`` and register it; the version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    frame = example.to_pandas()
+    signature = infer_signature(frame, params={"mode": "score", "n": 0, "seed": 0,
+                                               "iwae_samples": 0})
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(PYFUNC_CODE),
+            artifacts={"vae_model": str(model_dir)},
+            code_paths=[str(VAE_CORE_DIR)],  # so `mlflow models serve` can import vae_core
+            signature=signature, input_example=frame.head(3),
+            pip_requirements=["torch", "numpy", "pyarrow", "pandas",
+                              f"mlflow=={mlflow.__version__}"],
+            registered_model_name=name)
+    return str(info.registered_model_version)
+
+
+def model_folder(uri: str, dst: Path | None = None) -> Path:
+    """Download a registered/logged model's vae_core folder (no model code is executed)."""
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri,
+                                                     dst_path=str(dst) if dst else None))
+    folder = local / "artifacts" / "vae_model"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{uri}: not a vae-tables model (no artifacts/vae_model)")
+    return folder
+
+
+def mean_log_px(folder: Path, rows: pa.Table) -> float:
+    from vae_core import TabularVAE
+
+    vae = TabularVAE.load(folder)
+    return float(np.mean(vae.score(rows, seed=0).column("log_px").to_numpy()))
+
+
+@dataclass
+class Promotion:
+    champion: bool
+    reason: str
+    previous_version: str | None = None
+    previous_log_px: float | None = None
+
+
+def promote_if_better(name: str, version: str, new_log_px: float, rows: pa.Table,
+                      policy: str = "auto") -> Promotion:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    client.set_model_version_tag(name, version, VAL_LOG_PX_TAG, f"{new_log_px:.6f}")
+    if policy == "never":
+        return Promotion(False, "promotion disabled (promote: never)")
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    if policy == "always" or current is None:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return Promotion(True, "first version" if current is None else "promote: always")
+    try:
+        old = mean_log_px(model_folder(f"models:/{name}/{current.version}"), rows)
+    except (ValueError, FileNotFoundError) as e:  # e.g. the champion expects other columns
+        return Promotion(False, f"champion v{current.version} cannot score these rows ({e}); "
+                         "promote by hand", current.version)
+    if math.isfinite(new_log_px) and new_log_px > old:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return Promotion(True, f"held-out log p(x) {new_log_px:.3f} > champion v{current.version}"
+                         f" {old:.3f}", current.version, old)
+    return Promotion(False, f"held-out log p(x) {new_log_px:.3f} ≤ champion v{current.version} "
+                     f"{old:.3f}", current.version, old)
+
+
+def promote(name: str, version: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.get_model_version(name, version)  # raises with a clear message if it does not exist
+    client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def list_versions(name: str | None = None) -> list[dict]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    names = [name] if name else [m.name for m in client.search_registered_models()]
+    rows = []
+    for n in names:
+        for v in client.search_model_versions(f"name='{n}'"):
+            rows.append({"name": n, "version": v.version, "aliases": sorted(v.aliases),
+                         "val_log_px": v.tags.get(VAL_LOG_PX_TAG), "run_id": v.run_id,
+                         "created": v.creation_timestamp})
+    return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))

@@ -1,0 +1,202 @@
+"""The training job: Parquet → Ray Data → Ray Train → MLflow run + registered model.
+
+Order matters for failing fast: the MLflow server, the input files and the schema are
+checked before Ray starts, so a typo costs seconds, not an hour of training.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines import dataset, plots, ray_runtime, registry, tracking
+from pipelines.job_config import JobConfig
+from pipelines.train_loop import checkpoint_dirs, train_loop
+from vae_core import ColumnTransformer, TabularVAE, infer_schema
+from vae_core.model import CALIBRATION_ROWS
+from vae_core.training import holdout_mask
+
+RUN_ID_FILE = "mlflow_run_id"
+
+
+@dataclass
+class TrainingOutcome:
+    run_id: str
+    run_name: str
+    model_name: str
+    version: str
+    champion: bool
+    promotion: str
+    val_elbo: float
+    val_log_px: float
+    epochs: int
+    seconds: float
+    checkpoint_path: str
+
+    def summary(self) -> str:
+        alias = "champion" if self.champion else "candidate"
+        return (f"registered {self.model_name} v{self.version} (@{alias}): held-out log p(x) "
+                f"{self.val_log_px:.3f}, ELBO {self.val_elbo:.3f} after {self.epochs} epochs in "
+                f"{self.seconds:.0f} s; {self.promotion}")
+
+
+def _storage_path(job: JobConfig) -> str:
+    return job.storage_path or str(Path.cwd() / "ray_results")
+
+
+def _run_name(job: JobConfig, storage: str) -> str:
+    if job.run_name:
+        return job.run_name
+    if job.resume:  # the model's most recent run under the storage path
+        runs = sorted(Path(storage).glob(f"{job.model_name}-*")) if "://" not in storage else []
+        if not runs:
+            raise ValueError(f"--resume: no earlier run of '{job.model_name}' in {storage}; "
+                             "pass --run-name")
+        return runs[-1].name
+    return f"{job.model_name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+
+def _mlflow_run(job: JobConfig, experiment_id: str, run_dir: Path | None, run_name: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    if job.resume and run_dir and (run_dir / RUN_ID_FILE).is_file():
+        return (run_dir / RUN_ID_FILE).read_text().strip()
+    run = client.create_run(experiment_id, run_name=run_name,
+                            tags={"vae.model_name": job.model_name, "vae.data": job.data})
+    flat = {**{k: v for k, v in job.to_dict().items() if k not in ("model", "train")},
+            **{f"model.{k}": v for k, v in job.model.to_dict().items() if k != "columns"},
+            **{f"train.{k}": v for k, v in job.train.to_dict().items()}}
+    for key, value in flat.items():
+        client.log_param(run.info.run_id, key, json.dumps(value) if isinstance(
+            value, dict | list | tuple) else str(value))
+    if run_dir:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_ID_FILE).write_text(run.info.run_id)
+    return run.info.run_id
+
+
+def _validation_rows(ds, transformer: ColumnTransformer, job: JobConfig) -> pa.Table:
+    """Up to CALIBRATION_ROWS raw validation rows (the same hash split the trainer used)."""
+    import ray
+
+    def pick(batch: pa.Table) -> pa.Table:
+        enc = transformer.transform(batch)
+        mask = holdout_mask(enc.x, job.train.validation_fraction, job.train.seed)
+        return batch.filter(pa.array(mask)) if job.train.validation_fraction > 0 else batch
+
+    parts = ray.get(ds.map_batches(pick, batch_format="pyarrow").limit(
+        CALIBRATION_ROWS).to_arrow_refs())
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def train(job: JobConfig, log: Callable[[str], None] = print) -> TrainingOutcome:
+    import mlflow
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t0 = time.perf_counter()
+    uri, experiment_id = tracking.connect(job.experiment)
+    source = dataset.discover(job.data)
+    schema = infer_schema(source.schema, job.columns)
+    log(f"input: {len(source.files)} file(s), {source.rows} rows; MLflow: {uri}")
+
+    ray_runtime.init(job.address)
+    ds = dataset.read(source)
+    stats = dataset.distributed_statistics(ds, schema)
+    transformer = ColumnTransformer.fit(schema, stats, job.model.max_categories,
+                                        job.model.max_knots)
+    train_ds, val_ds = dataset.encoded_splits(ds, transformer, job.train.validation_fraction,
+                                              job.train.seed)
+
+    storage = _storage_path(job)
+    run_name = _run_name(job, storage)
+    run_dir = Path(storage) / run_name if "://" not in storage else None
+    run_id = _mlflow_run(job, experiment_id, run_dir, run_name)
+    log(f"run {run_name} (MLflow run {run_id}), {job.workers or 'local-mode'} worker(s)")
+
+    scaling = ScalingConfig(num_workers=0) if job.workers == 0 else ScalingConfig(
+        num_workers=job.workers, use_gpu=job.use_gpu,
+        resources_per_worker={"CPU": ray_runtime.cpus_per_worker(job.workers,
+                                                                 job.cpus_per_worker)})
+    local_root = resume_from = None
+    if job.workers == 0:  # local mode persists nothing itself (see train_loop)
+        if run_dir is None:
+            raise ValueError("local mode (workers: 0) needs a local storage_path; use workers ≥ 1 "
+                             f"for {storage}")
+        local_root = str(run_dir / "local_checkpoints")
+        previous = checkpoint_dirs(Path(local_root)) if job.resume else []
+        resume_from = str(previous[-1]) if previous else None
+    config = {"transformer": transformer.to_dict(), "model": job.model.to_dict(),
+              "local_checkpoint_root": local_root, "resume_from": resume_from,
+              "train": job.train.to_dict(), "torch_threads": job.torch_threads,
+              "train_rows": int(source.rows * (1 - job.train.validation_fraction)),
+              "tracking_uri": uri, "mlflow_run_id": run_id}
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=config, datasets={"train": train_ds, "val": val_ds},
+        dataset_config=DataConfig(datasets_to_split="all"), scaling_config=scaling,
+        run_config=RunConfig(name=run_name, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=job.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+    result = trainer.fit()
+    if job.workers == 0:  # the Result's checkpoint is only a reference (see train_loop)
+        kept = checkpoint_dirs(Path(local_root))
+        result_checkpoint_path = str(kept[-1]) if kept else None
+    else:
+        result_checkpoint_path = result.checkpoint.path if result.checkpoint else None
+    if result_checkpoint_path is None:
+        raise RuntimeError(f"run {run_name} finished without a checkpoint")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "vae_model"
+        if job.workers == 0:
+            shutil.copytree(result_checkpoint_path, folder,
+                            ignore=shutil.ignore_patterns("train_state.pt"))
+        else:
+            with result.checkpoint.as_directory() as d:
+                shutil.copytree(d, folder, ignore=shutil.ignore_patterns("train_state.pt"))
+        vae = TabularVAE.load(folder)
+        val_rows = _validation_rows(ds, transformer, job)
+        vae.calibrate(val_rows)
+        scored = vae.score(val_rows, seed=0)
+        val_log_px = float(np.mean(scored.column("log_px").to_numpy()))
+        val_elbo = float(np.mean(scored.column("elbo").to_numpy()))
+        vae.save(folder)
+        _log_figures(run_id, vae, val_rows, scored)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({"final_val_log_px": val_log_px, "final_val_elbo": val_elbo,
+                                "anomaly_threshold": vae.calibration.threshold()})
+        version = registry.log_model(run_id, folder, job.model_name, val_rows.slice(0, 100))
+    promotion = registry.promote_if_better(job.model_name, version, val_log_px, val_rows,
+                                           job.promote)
+    outcome = TrainingOutcome(run_id, run_name, job.model_name, version, promotion.champion,
+                              promotion.reason, val_elbo, val_log_px, len(vae.history),
+                              time.perf_counter() - t0, result_checkpoint_path)
+    log(outcome.summary())
+    return outcome
+
+
+def _log_figures(run_id: str, vae: TabularVAE, rows: pa.Table, scored: pa.Table) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    synthetic = vae.sample(rows.num_rows, seed=0)
+    features = [s.name for s in vae.transformer.schema.features][:4]
+    figures = {"loss_curves.png": plots.loss_curves(vae),
+               "latent_2d.png": plots.latent_view(vae, rows),
+               "marginals.png": plots.marginals(rows, synthetic, features),
+               "anomaly_scores.png": plots.score_histogram(
+                   scored.column("score").to_numpy(), vae.calibration.threshold())}
+    with mlflow.start_run(run_id=run_id):
+        for name, fig in figures.items():
+            mlflow.log_figure(fig, f"plots/{name}")
+            plt.close(fig)
