@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -18,10 +20,21 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("out/demo-model"),
                       help="where to save the model folder (default: out/demo-model)")
     demo.add_argument("--epochs", type=int, default=25)
+    demo.add_argument("--library-only", action="store_true",
+                      help="skip the Ray/MLflow training job (part 2)")
 
     train = sub.add_parser("train", help="train on Parquet with Ray Train; log and register in "
                            "MLflow (every config key is also a flag)")
     add_job_flags(train)
+
+    submit = sub.add_parser("submit", help="submit the training job to a Ray cluster (Jobs API)")
+    add_job_flags(submit)
+
+    jobs = sub.add_parser("jobs", help="submitted jobs: status, logs, stop")
+    jobs.add_argument("action", choices=["status", "logs", "stop"])
+    jobs.add_argument("job_id")
+    jobs.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                      help="Ray dashboard address, e.g. http://HEAD:8265 (default: RAY_ADDRESS)")
 
     models = sub.add_parser("models", help="registered models: list, promote")
     models_sub = models.add_subparsers(dest="action", required=True)
@@ -53,22 +66,46 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # MLflow's advice on type hints and integer columns is for notebook users, not job logs.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
             from pipelines.demo import run
 
             run(args.out, args.epochs)
+            if not args.library_only:
+                from pipelines.demo import run_job
+
+                run_job(args.epochs)
         elif args.command == "train":
             from pipelines.job_config import job_from_args
             from pipelines.train import train
 
             train(job_from_args(args), log=lambda s: print(s, flush=True))
+        elif args.command == "submit":
+            from pipelines import submit
+            from pipelines.job_config import job_from_args
+
+            job = job_from_args(args)
+            address = job.address or os.environ.get("RAY_ADDRESS")
+            if not address:
+                raise ValueError("vae submit needs --address http://HEAD:8265 (or RAY_ADDRESS)")
+            print(submit.submit(job, address))
+        elif args.command == "jobs":
+            from pipelines import submit
+
+            if not args.address:
+                raise ValueError("vae jobs needs --address http://HEAD:8265 (or RAY_ADDRESS)")
+            action = {"status": submit.status, "logs": submit.logs, "stop": submit.stop}
+            print(action[args.action](args.address, args.job_id))
         elif args.command == "models":
             _models(args)
-    except (ValueError, OSError, RuntimeError) as e:
-        # vae_core's errors are ValueErrors naming the culprit; MLflow/Ray failures get the
-        # same one line. The first line only: a traceback is for the logs, not the user.
+    except Exception as e:
+        # vae_core's errors are ValueErrors naming the culprit; MLflow and Ray failures get
+        # the same one line. VAE_DEBUG=1 shows the traceback.
+        if os.environ.get("VAE_DEBUG"):
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"vae: error: {first}", file=sys.stderr)
         return 2

@@ -112,8 +112,13 @@ def list_versions(name: str | None = None) -> list[dict]:
     names = [name] if name else [m.name for m in client.search_registered_models()]
     rows = []
     for n in names:
+        # search_model_versions leaves `aliases` empty; the registered model has them.
+        aliases: dict[str, list[str]] = {}
+        for alias, version in client.get_registered_model(n).aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
         for v in client.search_model_versions(f"name='{n}'"):
-            rows.append({"name": n, "version": v.version, "aliases": sorted(v.aliases),
+            rows.append({"name": n, "version": v.version,
+                         "aliases": sorted(aliases.get(str(v.version), [])),
                          "val_log_px": v.tags.get(VAL_LOG_PX_TAG), "run_id": v.run_id,
                          "created": v.creation_timestamp})
     return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))
