@@ -1,0 +1,163 @@
+"""Training throughput of the Ray pipeline against a plain PyTorch loop, same model, same rows.
+
+    .venv/bin/python benchmarks/bench_training.py --rows 1000000 --epochs 2
+
+* reference: a single-process loop over preloaded tensors (the hand-written script);
+* `vae train` in Ray Train local mode (workers: 0) and with 2 DDP workers, streaming the
+  Parquet through Ray Data every epoch.
+Steady-state rows/s = the last epoch's rows/s (rank 0's report); start-up = wall time of
+the whole job minus the time spent in epochs. Peak RSS counts the driver and every Ray
+process on the machine (sampled every 0.5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _rss_of_tree() -> int:
+    import psutil
+
+    total = 0
+    for p in psutil.process_iter(["cmdline", "memory_info"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.pid == os.getpid() or "ray" in cmd or "raylet" in cmd or "gcs_server" in cmd:
+            total += p.info["memory_info"].rss if p.info["memory_info"] else 0
+    return total
+
+
+class PeakRSS:
+    def __enter__(self):
+        self.peak, self._stop = 0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_of_tree())
+            time.sleep(0.5)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def make_data(rows: int, folder: Path) -> Path:
+    from vae_core.datasets import load_adult
+
+    t = load_adult("train")
+    rng = np.random.default_rng(0)
+    per_file = 250_000
+    for i, start in enumerate(range(0, rows, per_file)):
+        n = min(per_file, rows - start)
+        pq.write_table(t.take(rng.integers(0, t.num_rows, n)), folder / f"part-{i:03d}.parquet")
+    return folder
+
+
+def plain_reference(folder: Path, epochs: int) -> dict:
+    from vae_core import ColumnTransformer, ModelConfig, TableStatistics, TrainConfig, infer_schema
+    from vae_core.model import build_module
+    from vae_core.tables import read_parquet
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    table = read_parquet(folder)
+    schema = infer_schema(table.schema)
+    transformer = ColumnTransformer.fit(schema, TableStatistics.of(schema, table))
+    enc = transformer.transform(table)
+    x, c = torch.from_numpy(enc.x), torch.from_numpy(enc.c)
+    prep = time.perf_counter() - t0
+    module = build_module(transformer, ModelConfig())
+    cfg = TrainConfig()
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.learning_rate)
+    rates = []
+    for _ in range(epochs):
+        t1 = time.perf_counter()
+        perm = torch.randperm(len(x))
+        for s in range(0, len(x), cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            loss = module(x[idx], c[idx]).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        rates.append(len(x) / (time.perf_counter() - t1))
+    return {"rows_per_s": rates[-1], "prep_s": prep, "wall_s": time.perf_counter() - t0}
+
+
+def pipeline(folder: Path, epochs: int, workers: int, workdir: Path) -> dict:
+    from pipelines.job_config import load_job_config
+    from pipelines.train import train
+
+    os.chdir(workdir)
+    job = load_job_config(None, {"data": str(folder), "model_name": f"bench-w{workers}",
+                                 "epochs": epochs, "workers": workers,
+                                 "early_stopping_patience": 0})
+    t0 = time.perf_counter()
+    outcome = train(job, log=lambda s: None)
+    wall = time.perf_counter() - t0
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient().get_metric_history(outcome.run_id, "rows_per_second")
+    rates = [m.value for m in sorted(history, key=lambda m: m.step)]
+    epoch_seconds = sum(outcome_rows / r for r, outcome_rows in
+                        zip(rates, [job_rows(folder, job)] * len(rates), strict=True))
+    return {"rows_per_s": rates[-1], "wall_s": wall, "startup_s": wall - epoch_seconds}
+
+
+def job_rows(folder: Path, job) -> float:
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in folder.glob("*.parquet"))
+    return rows * (1 - job.train.validation_fraction)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--which", default="plain,local,2workers")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:  # one measurement per process, so peak RSS is not inherited
+        with tempfile.TemporaryDirectory() as work, PeakRSS() as rss:
+            folder = Path(args.folder)
+            if args.child == "plain":
+                result = plain_reference(folder, args.epochs)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
+                workers = 0 if args.child == "local" else 2
+                result = pipeline(folder, args.epochs, workers, Path(work))
+        print(json.dumps({**result, "peak_rss_gb": rss.peak / 2**30}))
+        return
+    with tempfile.TemporaryDirectory() as d:
+        folder = make_data(args.rows, Path(d))
+        results = {}
+        for which in args.which.split(","):
+            out = subprocess.run([sys.executable, __file__, "--child", which, "--folder",
+                                  str(folder), "--epochs", str(args.epochs)],
+                                 capture_output=True, text=True)
+            lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+            if out.returncode or not lines:
+                raise SystemExit(f"{which} failed:\n{out.stderr[-3000:]}")
+            results[which] = json.loads(lines[-1])
+            print(which, results[which], flush=True)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

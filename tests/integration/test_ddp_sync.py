@@ -1,0 +1,60 @@
+"""DDP must all-reduce gradients: two ranks on different data end with identical weights.
+
+The training loss lives in VAEModule.forward and train_step calls ``model(...)``; calling a
+method on ``ddp.module`` instead would bypass DistributedDataParallel.forward and let each
+rank train alone, silently. The bypass is run here too, to show the check can fail.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _loop(cfg: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from vae_core.config import TrainConfig
+    from vae_core.module import VAEModule
+    from vae_core.training import make_optimizer, train_step
+    from vae_core.transform import Span
+
+    rank = ray.train.get_context().get_world_rank()
+    spans = [Span("a", "numeric", 0, 2), Span("b", "categorical", 2, 5, 3)]
+    g = torch.Generator().manual_seed(100 + rank)  # every rank sees different rows
+    x = torch.zeros(64, 7)
+    x[:, 0] = torch.randn(64, generator=g)
+    x[torch.arange(64), 2 + torch.randint(0, 3, (64,), generator=g)] = 1.0
+    c = torch.zeros(64, 0)
+    cfg_train = TrainConfig(learning_rate=0.01)
+    sums = {}
+    for path in ("through_ddp", "bypassing_ddp"):
+        torch.manual_seed(0)  # identical initial weights on every rank
+        module = VAEModule(spans, x_dim=7, latent_dim=2, hidden=(16,))
+        model = ray.train.torch.prepare_model(module)
+        opt, _ = make_optimizer(module, cfg_train)
+        for _ in range(5):
+            torch.manual_seed(rank)
+            if path == "through_ddp":
+                train_step(model, opt, x, c, 1.0, cfg_train)
+            else:
+                train_step(module, opt, x, c, 1.0, cfg_train)  # the silent bug
+        sums[path] = float(sum(p.double().sum() for p in module.parameters()))
+    Path(cfg["out"], f"rank{rank}.json").write_text(json.dumps(sums))
+    ray.train.report({})
+
+
+def test_two_ranks_end_with_identical_weights(ray_local, tmp_path):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    TorchTrainer(_loop, train_loop_config={"out": str(tmp_path)},
+                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                 run_config=RunConfig(storage_path=str(tmp_path / "ray"), name="ddp")).fit()
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["through_ddp"] == ranks[1]["through_ddp"]
+    assert ranks[0]["bypassing_ddp"] != ranks[1]["bypassing_ddp"]

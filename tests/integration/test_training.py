@@ -1,0 +1,171 @@
+"""The training job against real Ray (2 workers and local mode) and a real MLflow server."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.job_config import ConfigError, load_job_config
+from pipelines.train import train
+from vae_core import DataError, SchemaError
+
+pytestmark = pytest.mark.integration
+
+
+def job(data, **overrides):
+    base = {"data": str(data), "model_name": "adult-it", "epochs": 3, "batch_size": 256,
+            "columns": {"income": "condition"}}
+    return load_job_config(None, {**base, **overrides})
+
+
+FRESH_PROCESS_SCORE = """
+import json, sys
+import mlflow, numpy as np, pyarrow.parquet as pq
+from pipelines.registry import model_folder
+from vae_core import TabularVAE
+rows = pq.read_table(sys.argv[2]).slice(0, 50)
+vae = TabularVAE.load(model_folder(sys.argv[1]))
+pyfunc = mlflow.pyfunc.load_model(sys.argv[1])
+via_pyfunc = pyfunc.predict(rows.to_pandas(), params={"mode": "score"})
+print(json.dumps({"log_px": vae.score(rows).column("log_px").to_pylist(),
+                  "pyfunc_log_px": via_pyfunc["log_px"].tolist()}))
+"""
+
+
+def test_two_workers_register_a_champion_that_a_fresh_process_can_score(
+        mlflow_server, ray_local, adult_slice, workdir):
+    outcome = train(job(adult_slice, workers=2, model_name="adult-two"))
+    assert outcome.version == "1" and outcome.champion
+    assert outcome.epochs == 3 and np.isfinite(outcome.val_log_px)
+    assert outcome.val_log_px >= outcome.val_elbo  # IWAE ≥ ELBO on the same rows
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(outcome.run_id)
+    assert run.data.params["train.epochs"] == "3" and run.data.params["workers"] == "2"
+    history = client.get_metric_history(outcome.run_id, "val_elbo")
+    assert [m.step for m in history] == [1, 2, 3]  # one run, one point per epoch
+    artifacts = {a.path for a in client.list_artifacts(outcome.run_id, "plots")}
+    assert {"plots/loss_curves.png", "plots/latent_2d.png", "plots/marginals.png",
+            "plots/anomaly_scores.png"} <= artifacts
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
+           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    out = subprocess.run([sys.executable, "-c", FRESH_PROCESS_SCORE, "models:/adult-two@champion",
+                          str(adult_slice / "part-0.parquet")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    scores = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(scores["log_px"]) == 50 and all(np.isfinite(scores["log_px"]))
+    np.testing.assert_allclose(scores["pyfunc_log_px"], scores["log_px"], rtol=1e-6)
+
+
+def test_the_champion_moves_only_for_a_better_model(mlflow_server, ray_local, adult_slice,
+                                                    workdir):
+    first = train(job(adult_slice, model_name="adult-gate", epochs=4))
+    worse = train(job(adult_slice, model_name="adult-gate", epochs=1, learning_rate=1e-4))
+    assert first.champion and not worse.champion
+    assert "≤ champion v1" in worse.promotion
+    from pipelines import registry
+
+    listed = {r["version"]: r["aliases"] for r in registry.list_versions("adult-gate")}
+    assert listed == {"1": ["champion"], "2": ["candidate"]}
+    registry.promote("adult-gate", "2")
+    listed = {r["version"]: r["aliases"] for r in registry.list_versions("adult-gate")}
+    assert listed["2"] == ["candidate", "champion"]
+
+
+def test_local_mode_resumes_from_its_last_checkpoint(mlflow_server, ray_local, adult_slice,
+                                                      workdir):
+    first = train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=2))
+    again = train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=4,
+                      resume=True))
+    assert first.epochs == 2 and again.epochs == 4
+    assert again.run_id == first.run_id  # the same MLflow run continues
+    from mlflow.tracking import MlflowClient
+
+    steps = [m.step for m in MlflowClient().get_metric_history(again.run_id, "val_elbo")]
+    assert steps == [1, 2, 3, 4]  # epochs 3 and 4 were trained, 1 and 2 were not redone
+
+
+def test_a_killed_worker_is_restarted_from_the_last_checkpoint(mlflow_server, ray_local,
+                                                               adult_slice, workdir):
+    import psutil
+
+    outcome = {}
+    spec = job(adult_slice, workers=2, model_name="adult-kill", run_name="kill-me", epochs=12,
+               max_failures=1)
+    thread = threading.Thread(target=lambda: outcome.update(result=train(spec)), daemon=True)
+    thread.start()
+    first_checkpoint = workdir / "ray_results" / "kill-me" / "epoch_0001"
+    deadline = time.time() + 400
+    while not first_checkpoint.exists():
+        assert time.time() < deadline and thread.is_alive(), "no checkpoint appeared"
+        time.sleep(0.2)
+    # Ray titles each actor's process "ray::RayTrainWorker…" (no dashboard needed to find it).
+    workers = [p for p in psutil.process_iter(["cmdline"])
+               if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    assert len(workers) == 2, [w.info["cmdline"] for w in workers]
+    os.kill(workers[-1].pid, signal.SIGKILL)
+    thread.join(600)
+    result = outcome["result"]
+    assert result.epochs == 12 and result.version == "1"
+    from mlflow.tracking import MlflowClient
+
+    steps = [m.step for m in MlflowClient().get_metric_history(result.run_id, "val_elbo")]
+    assert steps[-1] == 12 and set(steps) == set(range(1, 13))
+
+
+def test_bad_inputs_fail_fast_with_the_culprit_named(mlflow_server, adult_slice, tmp_path,
+                                                     monkeypatch, workdir):
+    with pytest.raises(DataError, match="no such file"):
+        train(job(tmp_path / "nowhere"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pq.write_table(pa.table({"age": pa.array([], pa.int64())}), empty / "e.parquet")
+    with pytest.raises(DataError, match="no rows"):
+        train(job(empty))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in adult_slice.iterdir():
+        (mixed / f.name).write_bytes(f.read_bytes())
+    (mixed / "part-2.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(DataError, match="part-2.parquet: not a readable Parquet file"):
+        train(job(mixed))
+    (mixed / "part-2.parquet").unlink()
+    other = pq.read_table(adult_slice / "part-0.parquet").drop_columns(["age"])
+    pq.write_table(other, mixed / "part-3.parquet")
+    with pytest.raises(DataError, match="part-3.parquet: schema differs.*'age' is missing"):
+        train(job(mixed))
+    with pytest.raises(SchemaError, match="'salary', which is not in the table"):
+        train(job(adult_slice, columns={"salary": "condition"}))
+    with pytest.raises(ConfigError, match="unknown config key 'epochz'"):
+        bad = tmp_path / "job.yaml"
+        bad.write_text(f"data: {adult_slice}\nepochz: 3\n")
+        load_job_config(bad)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    t0 = time.perf_counter()
+    from pipelines.tracking import TrackingError
+
+    with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:9 is unreachable"):
+        train(job(adult_slice))
+    assert time.perf_counter() - t0 < 30  # before any Ray work, not after training
+
+
+def test_cli_train_prints_one_line_errors(mlflow_server, tmp_path, workdir):
+    cli = Path(sys.executable).with_name("vae")
+    out = subprocess.run([str(cli), "train", "--data", str(tmp_path / "missing")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"vae: error: {tmp_path / 'missing'}: "
+                                               "no such file or folder"]
