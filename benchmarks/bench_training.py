@@ -115,14 +115,10 @@ def pipeline(folder: Path, epochs: int, workers: int, workdir: Path) -> dict:
 
     history = MlflowClient().get_metric_history(outcome.run_id, "rows_per_second")
     rates = [m.value for m in sorted(history, key=lambda m: m.step)]
-    epoch_seconds = sum(outcome_rows / r for r, outcome_rows in
-                        zip(rates, [job_rows(folder, job)] * len(rates), strict=True))
-    return {"rows_per_s": rates[-1], "wall_s": wall, "startup_s": wall - epoch_seconds}
-
-
-def job_rows(folder: Path, job) -> float:
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in folder.glob("*.parquet"))
-    return rows * (1 - job.train.validation_fraction)
+    train_rows = rows * (1 - job.train.validation_fraction)
+    epoch_seconds = sum(train_rows / r for r in rates)
+    return {"rows_per_s": rates[-1], "wall_s": wall, "startup_s": wall - epoch_seconds}
 
 
 def main() -> None:

@@ -68,6 +68,7 @@ def _models(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     # MLflow's advice on type hints and integer columns is for notebook users, not job logs.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+    warnings.filterwarnings("ignore", message=r".*(type hints|Integer columns).*")
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.job_config import job_from_args
             from pipelines.train import train
 
-            train(job_from_args(args), log=lambda s: print(s, flush=True))
+            train(job_from_args(args), log=lambda s: print(s, flush=True), progress=True)
         elif args.command == "submit":
             from pipelines import submit
             from pipelines.job_config import job_from_args

@@ -77,7 +77,7 @@ def run_job(epochs: int) -> None:
     job = load_job_config(None, {"data": str(adult_path("train")), "model_name": "adult-demo",
                                  "epochs": epochs, "columns": {"income": "condition"}})
     print(f"6. training job: Ray Train over {job.data}, logged to MLflow")
-    outcome = train(job, log=lambda s: print("  ", s, flush=True))
+    outcome = train(job, log=lambda s: print("  ", s, flush=True), progress=True)
     folder = registry.model_folder("models:/adult-demo@champion")
     champion = TabularVAE.load(folder)
     scores = champion.score(load_adult("test").slice(0, 5))

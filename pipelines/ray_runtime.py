@@ -9,7 +9,7 @@ os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def init(address: str | None = None) -> None:
+def init(address: str | None = None, log_to_driver: bool = False) -> None:
     """Join ``address`` (or RAY_ADDRESS), else start a local Ray. Never initialises twice."""
     import ray
 
@@ -17,12 +17,14 @@ def init(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=log_to_driver)
     else:
         # Logical CPUs ≥ 4 even on 2 cores: train workers get fractions and Ray Data's read
         # tasks still find a slot (whole-CPU workers on 2 CPUs starve the readers: a hang).
-        ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
-                 log_to_driver=False)
+        # address="local": always a new local Ray. A bare ray.init() would follow
+        # /tmp/ray/ray_current_cluster to a cluster someone once ran `ray start` for.
+        ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
+                 log_to_driver=log_to_driver)
 
 
 def cpus_per_worker(workers: int, requested: float | None) -> float:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
 from pipelines.job_config import JobConfig
 
+AGENT_WAIT_S = 120
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
                  "MLFLOW_TRACKING_PASSWORD")
 
@@ -34,12 +36,20 @@ def submit(job: JobConfig, address: str) -> str:
     config["model"] = {**config["model"]}
     config.pop("address")  # inside the cluster the job joins its own Ray
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    client = _client(address)
+    deadline = time.monotonic() + AGENT_WAIT_S
     with tempfile.TemporaryDirectory() as d:
         Path(d, "job.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        return _client(address).submit_job(
-            entrypoint="vae train --config job.yaml",
-            runtime_env={"working_dir": d, "env_vars": env},
-            metadata={"model_name": job.model_name})
+        while True:
+            try:
+                return client.submit_job(entrypoint="vae train --config job.yaml",
+                                         runtime_env={"working_dir": d, "env_vars": env},
+                                         metadata={"model_name": job.model_name})
+            except RuntimeError as e:
+                # A head that has just started answers before its job agent is up.
+                if "No available agent" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(3)
 
 
 def status(address: str, job_id: str) -> str:

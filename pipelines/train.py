@@ -99,7 +99,9 @@ def _validation_rows(ds, transformer: ColumnTransformer, job: JobConfig) -> pa.T
     return pa.concat_tables(parts).combine_chunks()
 
 
-def train(job: JobConfig, log: Callable[[str], None] = print) -> TrainingOutcome:
+def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = False
+          ) -> TrainingOutcome:
+    """Run the job; ``progress`` prints a line per epoch (from rank 0, through Ray's logs)."""
     import mlflow
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -109,18 +111,22 @@ def train(job: JobConfig, log: Callable[[str], None] = print) -> TrainingOutcome
     source = dataset.discover(job.data)
     schema = infer_schema(source.schema, job.columns)
     log(f"input: {len(source.files)} file(s), {source.rows} rows; MLflow: {uri}")
+    storage = _storage_path(job)
+    run_name = _run_name(job, storage)
+    run_dir = Path(storage) / run_name if "://" not in storage else None
+    if run_dir and (run_dir / RUN_ID_FILE).is_file() and not job.resume:
+        # Ray would silently resume a same-named run; make that the user's explicit choice.
+        raise ValueError(f"run '{run_name}' already exists in {storage}: pass --resume to "
+                         "continue it, or another --run-name")
 
-    ray_runtime.init(job.address)
+    ray_runtime.init(job.address, log_to_driver=progress)
     ds = dataset.read(source)
     stats = dataset.distributed_statistics(ds, schema)
     transformer = ColumnTransformer.fit(schema, stats, job.model.max_categories,
                                         job.model.max_knots)
     train_ds, val_ds = dataset.encoded_splits(ds, transformer, job.train.validation_fraction,
-                                              job.train.seed)
+                                              job.train.seed, source.rows)
 
-    storage = _storage_path(job)
-    run_name = _run_name(job, storage)
-    run_dir = Path(storage) / run_name if "://" not in storage else None
     run_id = _mlflow_run(job, experiment_id, run_dir, run_name)
     log(f"run {run_name} (MLflow run {run_id}), {job.workers or 'local-mode'} worker(s)")
 
@@ -140,7 +146,7 @@ def train(job: JobConfig, log: Callable[[str], None] = print) -> TrainingOutcome
               "local_checkpoint_root": local_root, "resume_from": resume_from,
               "train": job.train.to_dict(), "torch_threads": job.torch_threads,
               "train_rows": int(source.rows * (1 - job.train.validation_fraction)),
-              "tracking_uri": uri, "mlflow_run_id": run_id}
+              "tracking_uri": uri, "mlflow_run_id": run_id, "progress": progress}
     trainer = TorchTrainer(
         train_loop, train_loop_config=config, datasets={"train": train_ds, "val": val_ds},
         dataset_config=DataConfig(datasets_to_split="all"), scaling_config=scaling,

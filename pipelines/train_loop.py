@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 TRAIN_STATE = "train_state.pt"
+IWAE_ROWS = 2048  # validation rows per shard and epoch that also get the IWAE bound
 KEEP_CHECKPOINTS = 2
 
 
@@ -106,7 +107,9 @@ def train_loop(cfg: dict) -> None:
                 local_shuffle_seed=train_cfg.seed + epoch)):
             x, c = batch["x"], batch["c"]
             kl_weight = train_cfg.kl_weight(epoch + min(i / batches_per_epoch, 1.0))
-            out = train_step(model, opt, x, c, kl_weight, train_cfg)
+            # bf16 autocast on GPU; the likelihood itself is computed in float32 (see module).
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = train_step(model, opt, x, c, kl_weight, train_cfg)
             n = len(x)
             sums = [sums[0] + float(out.loss.detach()) * n, sums[1] + float(out.reconstruction) * n,
                     sums[2] + float(out.kl) * n, sums[3] + n]
@@ -116,25 +119,35 @@ def train_loop(cfg: dict) -> None:
 
         module.eval()
         gen = torch.Generator(device=device).manual_seed(train_cfg.seed)
-        val_sum, val_rows = 0.0, 0
+        val_sum, val_rows, iwae_sum, iwae_rows = 0.0, 0, 0.0, 0
         with torch.inference_mode():
-            for batch in val_shard.iter_torch_batches(batch_size=8192, dtypes=torch.float32,
+            for batch in val_shard.iter_torch_batches(batch_size=IWAE_ROWS, dtypes=torch.float32,
                                                       device=device):
-                val_sum += float(module.elbo(batch["x"], batch["c"], gen).sum())
-                val_rows += len(batch["x"])
-        loss, recon, kl, rows, val_sum, val_rows, seconds_max = _all_reduce(
-            [*sums, val_sum, val_rows, seconds], device)
+                x, c = batch["x"], batch["c"]
+                val_sum += float(module.elbo(x, c, gen).sum())
+                val_rows += len(x)
+                if iwae_rows == 0:  # IWAE costs K forward passes: one batch per epoch is enough
+                    iwae_sum += float(module.iwae(x, c, train_cfg.iwae_samples,
+                                                  generator=gen).sum())
+                    iwae_rows += len(x)
+        loss, recon, kl, rows, val_sum, val_rows, iwae_sum, iwae_rows, seconds_sum = _all_reduce(
+            [*sums, val_sum, val_rows, iwae_sum, iwae_rows, seconds], device)
         val_elbo = val_sum / val_rows if val_rows else None
         best = stopper.update(val_elbo, module) if val_elbo is not None else False
         report = EpochReport(epoch + 1, train_cfg.epochs, loss / rows, recon / rows, kl / rows,
                              val_elbo, train_cfg.kl_weight(epoch + 1), lr,
-                             rows / (seconds_max / world), best)
+                             rows / (seconds_sum / world), best)  # mean epoch time of ranks
         history.append(report)
         metrics = {"epoch": epoch + 1, "train_loss": report.train_loss,
                    "train_reconstruction": report.train_reconstruction,
                    "train_kl": report.train_kl, "kl_weight": report.kl_weight,
                    "learning_rate": lr, "rows_per_second": report.rows_per_second,
-                   **({"val_elbo": val_elbo} if val_elbo is not None else {})}
+                   **({"val_elbo": val_elbo, "val_iwae": iwae_sum / iwae_rows}
+                      if val_elbo is not None else {})}
+        if rank == 0 and cfg.get("progress"):
+            print(f"epoch {epoch + 1:3d}/{train_cfg.epochs}  loss {report.train_loss:9.3f}  "
+                  f"KL {report.train_kl:6.2f}  val ELBO {val_elbo or float('nan'):9.3f}  "
+                  f"{report.rows_per_second:8.0f} rows/s{'  *' if best else ''}", flush=True)
         if rank == 0 and cfg.get("mlflow_run_id"):
             mlflow.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
 

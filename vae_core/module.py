@@ -155,7 +155,9 @@ class VAEModule(nn.Module):
     # -- the two halves ------------------------------------------------------------------
     def posterior(self, x: torch.Tensor, c: torch.Tensor) -> Normal:
         """q(z | x, c)."""
-        mu, logvar = self.posterior_head(self.encoder(torch.cat([x, c], -1))).chunk(2, -1)
+        # .float(): under bf16 autocast the densities must still be computed in float32.
+        h = self.posterior_head(self.encoder(torch.cat([x, c], -1))).float()
+        mu, logvar = h.chunk(2, -1)
         return Normal(mu, (0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)).exp())
 
     def prior(self, like: torch.Tensor) -> Normal:
@@ -165,7 +167,7 @@ class VAEModule(nn.Module):
     def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Raw parameters of p(x | z, c); z may carry leading sample dimensions."""
         c = c.expand(*z.shape[:-1], -1)
-        return self.likelihood_head(self.decoder(torch.cat([z, c], -1)))
+        return self.likelihood_head(self.decoder(torch.cat([z, c], -1))).float()
 
     def column_log_likelihood(self, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor
                               ) -> torch.Tensor:

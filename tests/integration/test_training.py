@@ -91,6 +91,8 @@ def test_local_mode_resumes_from_its_last_checkpoint(mlflow_server, ray_local, a
     again = train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=4,
                       resume=True))
     assert first.epochs == 2 and again.epochs == 4
+    with pytest.raises(ValueError, match="'resume-me' already exists.*--resume"):
+        train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=5))
     assert again.run_id == first.run_id  # the same MLflow run continues
     from mlflow.tracking import MlflowClient
 

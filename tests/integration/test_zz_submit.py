@@ -47,6 +47,7 @@ def ray_head(tmp_path):
             break
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)  # no teardown runs after a failed setup
                 raise RuntimeError((tmp_path / "head.log").read_text()[-3000:]) from None
             time.sleep(1)
     yield address
