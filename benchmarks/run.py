@@ -108,8 +108,8 @@ def main() -> None:
         "Scoring draws K = 16 posterior samples per row, so ≈ 1/16 of one forward pass is the "
         "expected cost; a lower K (`iwae_samples`) trades estimate quality for speed.",
         "",
-        "Quality figures (TVAE, Isolation Forest, PCA) and the Ray/Serve speed figures are "
-        "not measured yet (issues 3–6).",
+        "Quality figures (TVAE, Isolation Forest, PCA) and the Serve speed figures are "
+        "not measured yet (issues 4–6).",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -17,7 +17,7 @@ import yaml
 
 from pipelines.job_config import JobConfig
 
-AGENT_WAIT_S = 120
+AGENT_WAIT_S = 300
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
                  "MLFLOW_TRACKING_PASSWORD")
 

@@ -21,6 +21,7 @@ import torch
 
 TRAIN_STATE = "train_state.pt"
 IWAE_ROWS = 2048  # validation rows per shard and epoch that also get the IWAE bound
+FETCH_ROWS = 8192  # rows per Ray Data batch; minibatches are cut from it
 KEEP_CHECKPOINTS = 2
 
 
@@ -93,6 +94,7 @@ def train_loop(cfg: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     batches_per_epoch = max(1, math.ceil(cfg["train_rows"] / world / train_cfg.batch_size))
+    shuffle = torch.Generator().manual_seed(train_cfg.seed * 1000 + rank)
 
     if rank == 0 and cfg.get("mlflow_run_id"):
         mlflow.set_tracking_uri(cfg["tracking_uri"])
@@ -101,18 +103,25 @@ def train_loop(cfg: dict) -> None:
     for epoch in range(start_epoch, train_cfg.epochs):
         module.train()
         t0, sums = time.perf_counter(), [0.0, 0.0, 0.0, 0.0]  # loss, recon, kl, rows
-        for i, batch in enumerate(train_shard.iter_torch_batches(
-                batch_size=train_cfg.batch_size, dtypes=torch.float32, device=device,
-                local_shuffle_buffer_size=4 * train_cfg.batch_size,
-                local_shuffle_seed=train_cfg.seed + epoch)):
-            x, c = batch["x"], batch["c"]
-            kl_weight = train_cfg.kl_weight(epoch + min(i / batches_per_epoch, 1.0))
-            # bf16 autocast on GPU; the likelihood itself is computed in float32 (see module).
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                out = train_step(model, opt, x, c, kl_weight, train_cfg)
-            n = len(x)
-            sums = [sums[0] + float(out.loss.detach()) * n, sums[1] + float(out.reconstruction) * n,
-                    sums[2] + float(out.kl) * n, sums[3] + n]
+        i = 0
+        # Ray Data hands over large chunks (its per-batch cost is fixed, ~ms); the loop cuts
+        # them into shuffled minibatches. Block order is shuffled per epoch in dataset.py.
+        for chunk in train_shard.iter_torch_batches(batch_size=FETCH_ROWS, dtypes=torch.float32,
+                                                    device=device):
+            order = torch.randperm(len(chunk["x"]), generator=shuffle, device="cpu").to(device)
+            for start in range(0, len(order), train_cfg.batch_size):
+                rows_idx = order[start:start + train_cfg.batch_size]
+                x, c = chunk["x"][rows_idx], chunk["c"][rows_idx]
+                kl_weight = train_cfg.kl_weight(epoch + min(i / batches_per_epoch, 1.0))
+                # bf16 autocast on GPU; the likelihood is computed in float32 (see module).
+                with torch.autocast("cuda", dtype=torch.bfloat16,
+                                    enabled=device.type == "cuda"):
+                    out = train_step(model, opt, x, c, kl_weight, train_cfg)
+                n = len(x)
+                sums = [sums[0] + float(out.loss.detach()) * n,
+                        sums[1] + float(out.reconstruction) * n, sums[2] + float(out.kl) * n,
+                        sums[3] + n]
+                i += 1
         seconds = time.perf_counter() - t0
         lr = opt.param_groups[0]["lr"]
         schedule.step()
