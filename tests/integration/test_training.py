@@ -112,7 +112,8 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(mlflow_server, ra
     first_checkpoint = workdir / "ray_results" / "kill-me" / "epoch_0001"
     deadline = time.time() + 400
     while not first_checkpoint.exists():
-        assert time.time() < deadline and thread.is_alive(), "no checkpoint appeared"
+        if time.time() > deadline or not thread.is_alive():
+            pytest.fail("the job ended or stalled before its first checkpoint")
         time.sleep(0.2)
     # Ray titles each actor's process "ray::RayTrainWorker…" (no dashboard needed to find it).
     workers = [p for p in psutil.process_iter(["cmdline"])
@@ -156,12 +157,11 @@ def test_bad_inputs_fail_fast_with_the_culprit_named(mlflow_server, adult_slice,
         bad.write_text(f"data: {adult_slice}\nepochz: 3\n")
         load_job_config(bad)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
-    t0 = time.perf_counter()
     from pipelines.tracking import TrackingError
 
     with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:9 is unreachable"):
         train(job(adult_slice))
-    assert time.perf_counter() - t0 < 30  # before any Ray work, not after training
+    assert not (workdir / "ray_results").exists()  # it failed before any run was set up
 
 
 def test_cli_train_prints_one_line_errors(mlflow_server, tmp_path, workdir):
