@@ -1,0 +1,124 @@
+"""The model behind the HTTP routes, as a plain class (no Ray, no HTTP): testable alone.
+
+It loads a vae_core model folder from a local path or from the MLflow registry
+(``models:/NAME@ALIAS``), reading weights only (no model code is executed), enforces the
+request limits, and answers embed / score / generate / info with Arrow tables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from serving.codecs import RequestError
+from vae_core import TabularVAE
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_rows: int = 10_000  # per embed/score request
+    max_generate: int = 100_000  # n per generate request
+    max_body_bytes: int = 64 * 2**20
+    max_iwae_samples: int = 1024
+
+
+def resolve_model(uri: str) -> tuple[Path, dict]:
+    """A local model folder, or a registry/run URI downloaded through MLflow; (folder, info)."""
+    if not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "s3://", "gs://")):
+        folder = Path(uri)
+        return folder, {"uri": uri, "name": folder.name, "version": None, "alias": None}
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    info: dict[str, Any] = {"uri": uri, "name": None, "version": None, "alias": None}
+    if uri.startswith("models:/"):
+        name, _, ref = uri[len("models:/"):].partition("@")
+        if ref:  # an alias: pin the version it points at now
+            version = MlflowClient().get_model_version_by_alias(name, ref).version
+            info.update(name=name, alias=ref, version=str(version))
+            uri = f"models:/{name}/{version}"
+        else:
+            name, _, version = name.partition("/")
+            info.update(name=name, version=version or None)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    folder = local / "artifacts" / "vae_model"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{uri}: not a vae-tables model (no artifacts/vae_model)")
+    return folder, info
+
+
+class ModelService:
+    def __init__(self, vae: TabularVAE, info: Mapping[str, Any], limits: Limits = Limits()):
+        self.vae, self.info_, self.limits = vae, dict(info), limits
+
+    @classmethod
+    def load(cls, uri: str, limits: Limits = Limits(), device: str | None = None) -> ModelService:
+        import torch
+
+        folder, info = resolve_model(uri)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(TabularVAE.load(folder, device=device), info, limits)
+
+    @property
+    def schema(self):
+        return self.vae.transformer.schema
+
+    def info(self) -> dict:
+        vae = self.vae
+        calibration = vae.calibration.to_dict() if vae.calibration else None
+        return {**self.info_,
+                "schema": self.schema.to_dict()["columns"],
+                "latent_dim": vae.model_config.latent_dim,
+                "iwae_samples": vae.train_config.iwae_samples,
+                "thresholds": calibration and calibration["thresholds"],
+                "threshold_quantile": calibration and calibration["threshold_quantile"],
+                "limits": asdict(self.limits), "device": str(vae.device)}
+
+    def embed(self, table: pa.Table, return_std: bool = False) -> pa.Table:
+        self._check_rows(table)
+        out = self.vae.embed(table, return_std=return_std)
+        mu, sigma = out if return_std else (out, None)
+        columns = {**self._ids(table), **{f"z_{i}": pa.array(mu[:, i])
+                                          for i in range(mu.shape[1])}}
+        if sigma is not None:
+            columns |= {f"zstd_{i}": pa.array(sigma[:, i]) for i in range(sigma.shape[1])}
+        return pa.table(columns)
+
+    def score(self, table: pa.Table, iwae_samples: int | None = None, seed: int = 0,
+              top_k: int = 3) -> pa.Table:
+        self._check_rows(table)
+        if iwae_samples is not None and not 1 <= iwae_samples <= self.limits.max_iwae_samples:
+            raise RequestError(422, f"iwae_samples must be in 1..{self.limits.max_iwae_samples}")
+        return self.vae.score(table, iwae_samples=iwae_samples, seed=seed, top_k=top_k)
+
+    def generate(self, n: int, conditions: Mapping | None = None, seed: int | None = None
+                 ) -> pa.Table:
+        if not 1 <= n <= self.limits.max_generate:
+            raise RequestError(422 if n < 1 else 413,
+                               f"n must be in 1..{self.limits.max_generate}, got {n}")
+        return self.vae.sample(n, conditions=conditions, seed=seed)
+
+    def _check_rows(self, table: pa.Table) -> None:
+        if table.num_rows > self.limits.max_rows:
+            raise RequestError(413, f"too many rows: {table.num_rows} > {self.limits.max_rows}")
+
+    def _ids(self, table: pa.Table) -> dict:
+        return {s.name: table.column(s.name) for s in self.schema.ids
+                if s.name in table.schema.names}
+
+
+def limits_from_env() -> Limits:
+    """VAE_SERVE_MAX_ROWS, VAE_SERVE_MAX_GENERATE, VAE_SERVE_MAX_BODY_BYTES override defaults."""
+    d = Limits()
+    return Limits(int(os.environ.get("VAE_SERVE_MAX_ROWS", d.max_rows)),
+                  int(os.environ.get("VAE_SERVE_MAX_GENERATE", d.max_generate)),
+                  int(os.environ.get("VAE_SERVE_MAX_BODY_BYTES", d.max_body_bytes)),
+                  d.max_iwae_samples)
+
+
+__all__ = ["Limits", "ModelService", "limits_from_env", "resolve_model"]
