@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 def _models(args: argparse.Namespace) -> None:
     from pipelines import registry, tracking
 
-    tracking.connect("vae-tables")
+    tracking.use()
     if args.action == "promote":
         registry.promote(args.name, args.version)
         print(f"{args.name} v{args.version} is now @champion")

@@ -45,14 +45,21 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         raise TrackingError(f"MLflow server {uri} is unreachable ({reason})") from e
 
 
-def connect(experiment: str) -> tuple[str, str]:
-    """Set the tracking URI, make sure the experiment exists; (uri, experiment id)."""
+def use() -> str:
+    """Point MLflow at the tracking URI (checked reachable) without touching experiments."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def connect(experiment: str) -> tuple[str, str]:
+    """Set the tracking URI, make sure the experiment exists; (uri, experiment id)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = use()
     client = MlflowClient(uri)
     try:
         exp = client.get_experiment_by_name(experiment)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -30,16 +30,9 @@ from serving.codecs import (
 from serving.service import ModelService
 
 ServiceGetter = Callable[[], ModelService]
-# How the table work is run: directly, or through Serve's batching (see deployment.py).
-Runner = Callable[[str, pa.Table, dict], Awaitable[pa.Table]]
 
 
-async def _direct(service: ModelService, op: str, table: pa.Table, params: dict) -> pa.Table:
-    return getattr(service, op)(table, **params)
-
-
-def create_app(get_service: ServiceGetter, token: str | None = None,
-               runner: Runner | None = None) -> FastAPI:
+def create_app(get_service: ServiceGetter, token: str | None = None) -> FastAPI:
     app = FastAPI(title="vae-tables", version="1",
                   description="Embeddings, ELBO anomaly scores and synthetic rows from a "
                               "tabular VAE.")
@@ -84,23 +77,18 @@ def create_app(get_service: ServiceGetter, token: str | None = None,
             return Response(table_to_arrow(table), media_type=ARROW_STREAM)
         return Response(table_to_json(table), media_type="application/json")
 
-    async def run(op: str, table: pa.Table, params: dict) -> pa.Table:
-        if runner is not None:
-            return await runner(op, table, params)
-        return await _direct(get_service(), op, table, params)
-
     @app.post("/v1/score", summary="Anomaly scores: elbo, log_px (IWAE), percentile, "
               "is_anomaly, top_columns")
     async def score(request: Request, iwae_samples: int | None = None, seed: int = 0,
                     top_k: int = 3) -> Response:
         table, arrow = await read_table(request)
-        return respond(await run("score", table, {"iwae_samples": iwae_samples, "seed": seed,
-                                                  "top_k": top_k}), arrow)
+        return respond(get_service().score(table, iwae_samples=iwae_samples, seed=seed,
+                                           top_k=top_k), arrow)
 
     @app.post("/v1/embed", summary="Posterior means z_0… (and zstd_… with return_std)")
     async def embed(request: Request, return_std: bool = False) -> Response:
         table, arrow = await read_table(request)
-        return respond(await run("embed", table, {"return_std": return_std}), arrow)
+        return respond(get_service().embed(table, return_std=return_std), arrow)
 
     @app.post("/v1/generate", summary="Synthetic rows: {\"n\": 100, \"conditions\": {...}, "
               "\"seed\": 0}")

@@ -238,9 +238,7 @@ class ColumnTransformer:
                 if n_unseen:
                     unseen[:] += block[:, -1].astype(np.int32)  # "unknown" is the last slot
                 blocks.append(block)
-            if not blocks:
-                return np.zeros((table.num_rows, 0), np.float32)
-            return np.concatenate(blocks, axis=1).astype(np.float32)
+            return _stack(blocks, table.num_rows)
 
         return EncodedTable(encode(self.schema.features), encode(self.schema.conditions), unseen)
 
@@ -258,14 +256,11 @@ class ColumnTransformer:
                 raise SchemaError(f"column '{spec.name}': condition value {bad[0]!r} was not seen "
                                   f"in training (known: {enc.categories[:20]})", spec.name)
             blocks.append(block)
-        return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else \
-            np.zeros((table.num_rows, 0), np.float32)
+        return _stack(blocks, table.num_rows)
 
     def draw_conditions(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Condition rows drawn column by column from their training marginals."""
-        blocks = [self.encoders[s.name].draw(n, rng) for s in self.schema.conditions]
-        return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else \
-            np.zeros((n, 0), np.float32)
+        return _stack([self.encoders[s.name].draw(n, rng) for s in self.schema.conditions], n)
 
     def inverse(self, x: np.ndarray, c: np.ndarray | None = None, generated: bool = False
                 ) -> pa.Table:
@@ -311,6 +306,12 @@ class ColumnTransformer:
                                                          e["nulls"],
                                                          type_from_string(e["value_type"]))
         return cls(schema, encoders)
+
+
+def _stack(blocks: list[np.ndarray], rows: int) -> np.ndarray:
+    """Column blocks side by side as float32; a (rows, 0) matrix when there are none."""
+    return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else \
+        np.zeros((rows, 0), np.float32)
 
 
 def _family(t: pa.DataType) -> str:
