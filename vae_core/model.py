@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -111,7 +111,8 @@ class TabularVAE:
     def calibrate(self, data: TableLike | EncodedTable, threshold_quantile: float = 0.99) -> None:
         """Set the anomaly threshold from rows believed normal (held-out rows after fit)."""
         enc = data if isinstance(data, EncodedTable) else self._encode(data)
-        log_px, _, _ = self._importance(enc, self.train_config.iwae_samples, seed=0)
+        log_px, _, _ = self._importance(enc, self.train_config.iwae_samples,
+                                        [(len(enc.x), 0)])
         self.calibration = Calibration.fit(-log_px, threshold_quantile)
 
     # -- inference -------------------------------------------------------------------------
@@ -154,22 +155,54 @@ class TabularVAE:
         mu = np.concatenate(mus)
         return (mu, np.concatenate(sigmas)) if return_std else mu
 
+    def _noise(self, segments: Sequence[tuple[int, int]], k: int) -> Iterator[torch.Tensor]:
+        """ε [k, rows, d] in pieces, each segment of rows from its own seeded generator.
+
+        A row's noise depends only on its segment's seed, k and its index in the segment, so
+        requests merged into one forward pass (serving) score exactly as they would alone.
+        """
+        d = self._require_fitted()[1].latent_dim
+        rows_per_piece = _rows_per_pass(k)
+        for rows, seed in segments:
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+            for start in range(0, rows, rows_per_piece):
+                yield torch.randn((k, min(rows_per_piece, rows - start), d), generator=gen,
+                                  device=self.device)
+
     @torch.inference_mode()
-    def _importance(self, enc: EncodedTable, k: int, seed: int
+    def _importance(self, enc: EncodedTable, k: int, segments: Sequence[tuple[int, int]]
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log p̂(x) by IWAE, ELBO by the mean log-weight, per-column −log p(x_col|z))."""
         _, module = self._require_fitted()
-        gen = torch.Generator(device=self.device).manual_seed(seed)
+        if sum(rows for rows, _ in segments) != len(enc.x):
+            raise ValueError(f"segments cover {sum(r for r, _ in segments)} rows, the table "
+                             f"has {len(enc.x)}")
         log_px, elbo, nll = [], [], []
-        for x, c in self._batches(enc):
-            log_w, column_ll = module.importance_weights(x, c, k, generator=gen)
+        offset, pending = 0, []
+
+        def forward() -> None:
+            nonlocal offset
+            eps = torch.cat(pending, dim=1)
+            end = offset + eps.shape[1]
+            x = torch.from_numpy(enc.x[offset:end]).to(self.device)
+            c = torch.from_numpy(enc.c[offset:end]).to(self.device)
+            log_w, column_ll = module.importance_weights(x, c, k, eps=eps)
             log_px.append((torch.logsumexp(log_w, 0) - math.log(k)).double().cpu().numpy())
             elbo.append(log_w.mean(0).double().cpu().numpy())
             nll.append((-column_ll).float().cpu().numpy())
+            offset, pending[:] = end, []
+
+        for piece in self._noise(segments, k):  # merge small segments into one forward pass
+            if pending and sum(p.shape[1] for p in pending) + piece.shape[1] > _rows_per_pass(k):
+                forward()
+            pending.append(piece)
+        if pending:
+            forward()
         return np.concatenate(log_px), np.concatenate(elbo), np.concatenate(nll)
 
     def score(self, data: TableLike, iwae_samples: int | None = None, seed: int = 0,
-              top_k: int = 3, per_column: bool = False) -> pa.Table:
+              top_k: int = 3, per_column: bool = False,
+              segments: Sequence[tuple[int, int]] | None = None) -> pa.Table:
         """Per-row anomaly scores, as an Arrow table (id columns first when the input has them):
 
         * ``elbo``: the evidence lower bound (K-sample mean of log-weights, β = 1);
@@ -179,13 +212,15 @@ class TabularVAE:
         * ``top_columns``: the ``top_k`` columns with the largest −log p(x_col|z);
         * ``unseen_categories``: how many columns hold a category never seen in training;
         * with ``per_column``, ``nll_<column>`` for every modelled column.
-        Deterministic for a given ``seed``.
+        Deterministic for a given ``seed``. ``segments``, a list of (rows, seed) covering the
+        table, scores concatenated requests in one pass: each segment's rows get exactly the
+        result that scoring them alone with their seed would give.
         """
         transformer, _ = self._require_fitted()
         table = as_table(data)
         enc = self._encode(table)
         k = iwae_samples or self.train_config.iwae_samples
-        log_px, elbo, nll = self._importance(enc, k, seed)
+        log_px, elbo, nll = self._importance(enc, k, segments or [(len(enc.x), seed)])
         score = -log_px
         names = [s.name for s in transformer.feature_spans]
         top = np.argsort(-nll, axis=1, kind="stable")[:, :min(top_k, len(names))]
@@ -289,6 +324,11 @@ class TabularVAE:
             raise ModelFormatError(f"{path}: inconsistent model folder ({e})", str(path)) from e
         vae.module.to(device).eval()
         return vae
+
+
+def _rows_per_pass(k: int) -> int:
+    """Rows per forward pass with k samples each: ~32 × 8192 noise draws held at once."""
+    return max(1, INFERENCE_BATCH_ROWS * 32 // max(k, 32))
 
 
 def _version() -> str:

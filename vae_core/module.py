@@ -188,19 +188,24 @@ class VAEModule(nn.Module):
         return log_px_z.sum(-1) - kl.sum(-1)
 
     def importance_weights(self, x: torch.Tensor, c: torch.Tensor, k: int,
-                           samples_per_pass: int = 32, generator: torch.Generator | None = None
+                           samples_per_pass: int = 32, generator: torch.Generator | None = None,
+                           eps: torch.Tensor | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor]:
         """log w_k = log p(x|z_k,c) + log p(z_k) − log q(z_k|x,c) for k samples z_k ~ q: [k, rows];
         and log p(x_col | z) per column averaged over the same samples: [rows, columns].
 
-        Samples are drawn ``samples_per_pass`` at a time to bound memory.
+        z_k = μ + σ·ε_k with ε drawn from ``generator``, or taken from ``eps`` [k, rows, d]
+        when the caller must fix each row's noise (so that a row's score does not depend on
+        which other rows share its batch). Samples go ``samples_per_pass`` at a time to bound
+        memory.
         """
         q = self.posterior(x, c)
         log_w, column_sum = [], 0.0
         for start in range(0, k, samples_per_pass):
             n = min(samples_per_pass, k - start)
-            eps = torch.randn((n, *q.loc.shape), generator=generator, device=x.device)
-            z = q.loc + q.scale * eps  # [n, rows, d]
+            e = (eps[start:start + n] if eps is not None else
+                 torch.randn((n, *q.loc.shape), generator=generator, device=x.device))
+            z = q.loc + q.scale * e  # [n, rows, d]
             log_px_z = self.column_log_likelihood(x, z, c)  # [n, rows, columns]
             column_sum = column_sum + log_px_z.sum(0)
             log_w.append(log_px_z.sum(-1) + self.prior(z).log_prob(z).sum(-1)
