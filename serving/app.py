@@ -6,6 +6,9 @@ OpenAPI at /docs. Bodies are JSON ``{"rows": [...]}`` or an Arrow IPC stream
 format (for /v1/generate, the Accept header's). Every bad input is a 4xx whose body names
 the problem: ``{"error": "...", "column": "..."}``. With a token configured
 (``VAE_SERVE_TOKEN``), /v1/* require ``Authorization: Bearer <token>``.
+
+The routes reach the model through a ``Backend``: ``DirectBackend`` runs each request on
+its own (tests, notebooks); the Ray Serve deployment batches concurrent requests.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from serving.batching import EmbedRequest, ScoreRequest
 from serving.codecs import (
     ARROW_STREAM,
     RequestError,
@@ -29,10 +33,41 @@ from serving.codecs import (
 )
 from serving.service import ModelService
 
-ServiceGetter = Callable[[], ModelService]
+
+class Backend(Protocol):
+    """What the routes need: the current model's service (limits, schema, info), the bearer
+    token (None = open), and the three verbs."""
+
+    token: str | None
+
+    @property
+    def service(self) -> ModelService: ...
+
+    async def score(self, request: ScoreRequest) -> pa.Table: ...
+
+    async def embed(self, request: EmbedRequest) -> pa.Table: ...
+
+    async def generate(self, n: int, conditions: dict | None, seed: int | None) -> pa.Table: ...
 
 
-def create_app(get_service: ServiceGetter, token: str | None = None) -> FastAPI:
+class DirectBackend:
+    """One request at a time, in the calling process."""
+
+    def __init__(self, service: ModelService, token: str | None = None) -> None:
+        self.service, self.token = service, token
+
+    async def score(self, request: ScoreRequest) -> pa.Table:
+        return self.service.score(request.table, request.iwae_samples, request.seed,
+                                  request.top_k)
+
+    async def embed(self, request: EmbedRequest) -> pa.Table:
+        return self.service.embed(request.table, request.return_std)
+
+    async def generate(self, n: int, conditions: dict | None, seed: int | None) -> pa.Table:
+        return self.service.generate(n, conditions, seed)
+
+
+def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
     app = FastAPI(title="vae-tables", version="1",
                   description="Embeddings, ELBO anomaly scores and synthetic rows from a "
                               "tabular VAE.")
@@ -48,20 +83,22 @@ def create_app(get_service: ServiceGetter, token: str | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def _auth_and_size(request: Request, call_next):
+        backend = get_backend()
+        token = backend.token
         if token and request.url.path.startswith("/v1/"):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
         length = request.headers.get("content-length")
-        limit = get_service().limits.max_body_bytes
+        limit = backend.service.limits.max_body_bytes
         if length and length.isdigit() and int(length) > limit:
             return JSONResponse({"error": f"body of {length} bytes is over the {limit}-byte "
                                           "limit"}, status_code=413)
         return await call_next(request)
 
     async def read_table(request: Request) -> tuple[pa.Table, bool]:
-        service = get_service()
+        service = get_backend().service
         body = await request.body()
         if len(body) > service.limits.max_body_bytes:  # chunked bodies have no length header
             raise RequestError(413, f"body over the {service.limits.max_body_bytes}-byte limit")
@@ -82,13 +119,13 @@ def create_app(get_service: ServiceGetter, token: str | None = None) -> FastAPI:
     async def score(request: Request, iwae_samples: int | None = None, seed: int = 0,
                     top_k: int = 3) -> Response:
         table, arrow = await read_table(request)
-        return respond(get_service().score(table, iwae_samples=iwae_samples, seed=seed,
-                                           top_k=top_k), arrow)
+        return respond(await get_backend().score(ScoreRequest(table, iwae_samples, seed, top_k)),
+                       arrow)
 
     @app.post("/v1/embed", summary="Posterior means z_0… (and zstd_… with return_std)")
     async def embed(request: Request, return_std: bool = False) -> Response:
         table, arrow = await read_table(request)
-        return respond(get_service().embed(table, return_std=return_std), arrow)
+        return respond(await get_backend().embed(EmbedRequest(table, return_std)), arrow)
 
     @app.post("/v1/generate", summary="Synthetic rows: {\"n\": 100, \"conditions\": {...}, "
               "\"seed\": 0}")
@@ -99,17 +136,17 @@ def create_app(get_service: ServiceGetter, token: str | None = None) -> FastAPI:
         unknown = sorted(set(payload) - {"n", "conditions", "seed"})
         if unknown:
             raise RequestError(400, f"unknown field '{unknown[0]}' (n, conditions, seed)")
-        table = get_service().generate(payload["n"], payload.get("conditions"),
-                                       payload.get("seed"))
+        table = await get_backend().generate(payload["n"], payload.get("conditions"),
+                                             payload.get("seed"))
         return respond(table, request.headers.get("accept", "").startswith(ARROW_STREAM))
 
     @app.get("/v1/model", summary="Name, version, alias, schema, thresholds, limits")
     async def model() -> dict:
-        return get_service().info()
+        return get_backend().service.info()
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        get_service()
+        get_backend().service  # noqa: B018 -- raises while no model is loaded
         return {"status": "ok"}
 
     return app

@@ -7,8 +7,9 @@ request limits, and answers embed / score / generate / info with Arrow tables.
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,9 @@ class ModelService:
 
     def embed(self, table: pa.Table, return_std: bool = False) -> pa.Table:
         self._check_rows(table)
+        return self._embed(table, return_std)
+
+    def _embed(self, table: pa.Table, return_std: bool) -> pa.Table:
         out = self.vae.embed(table, return_std=return_std)
         mu, sigma = out if return_std else (out, None)
         columns = {**self._ids(table), **{f"z_{i}": pa.array(mu[:, i])
@@ -92,9 +96,28 @@ class ModelService:
     def score(self, table: pa.Table, iwae_samples: int | None = None, seed: int = 0,
               top_k: int = 3) -> pa.Table:
         self._check_rows(table)
-        if iwae_samples is not None and not 1 <= iwae_samples <= self.limits.max_iwae_samples:
-            raise RequestError(422, f"iwae_samples must be in 1..{self.limits.max_iwae_samples}")
+        self._check_iwae_samples(iwae_samples)
         return self.vae.score(table, iwae_samples=iwae_samples, seed=seed, top_k=top_k)
+
+    def score_many(self, tables: Sequence[pa.Table], seeds: Sequence[int],
+                   iwae_samples: int | None = None, top_k: int = 3) -> list[pa.Table]:
+        """Several requests in one forward pass; each gets exactly what ``score`` gives it.
+
+        The tables must share one Arrow schema (JSON requests always do).
+        """
+        for table in tables:
+            self._check_rows(table)
+        self._check_iwae_samples(iwae_samples)
+        merged = self.vae.score(pa.concat_tables(tables), iwae_samples=iwae_samples,
+                                top_k=top_k, segments=[(t.num_rows, s) for t, s in
+                                                       zip(tables, seeds, strict=True)])
+        return _split(merged, tables)
+
+    def embed_many(self, tables: Sequence[pa.Table], return_std: bool = False
+                   ) -> list[pa.Table]:
+        for table in tables:
+            self._check_rows(table)
+        return _split(self._embed(pa.concat_tables(tables), return_std), tables)
 
     def generate(self, n: int, conditions: Mapping | None = None, seed: int | None = None
                  ) -> pa.Table:
@@ -107,9 +130,19 @@ class ModelService:
         if table.num_rows > self.limits.max_rows:
             raise RequestError(413, f"too many rows: {table.num_rows} > {self.limits.max_rows}")
 
+    def _check_iwae_samples(self, k: int | None) -> None:
+        if k is not None and not 1 <= k <= self.limits.max_iwae_samples:
+            raise RequestError(422, f"iwae_samples must be in 1..{self.limits.max_iwae_samples}")
+
     def _ids(self, table: pa.Table) -> dict:
         return {s.name: table.column(s.name) for s in self.schema.ids
                 if s.name in table.schema.names}
+
+
+def _split(merged: pa.Table, parts: Sequence[pa.Table]) -> list[pa.Table]:
+    """The merged result cut back into one table per request."""
+    offsets = itertools.accumulate((t.num_rows for t in parts), initial=0)
+    return [merged.slice(a, b - a) for a, b in itertools.pairwise(offsets)]
 
 
 def limits_from_env() -> Limits:

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
+from serving.app import DirectBackend, create_app
 from serving.codecs import ARROW_STREAM, table_from_arrow, table_to_arrow
 from serving.service import Limits, ModelService
 
@@ -19,7 +19,8 @@ def service(adult_cvae):
 
 @pytest.fixture(scope="module")
 def client(service):
-    return TestClient(create_app(lambda: service))
+    backend = DirectBackend(service)
+    return TestClient(create_app(lambda: backend))
 
 
 def rows(table: pa.Table, n: int) -> list[dict]:
@@ -104,7 +105,7 @@ def test_bad_generate_requests(client, body, status, words):
 
 
 def test_bearer_token(service, adult_test):
-    client = TestClient(create_app(lambda: service, token="s3cret"))
+    client = TestClient(create_app(lambda: DirectBackend(service, token="s3cret")))
     body = {"rows": rows(adult_test, 1)}
     assert client.post("/v1/score", json=body).status_code == 401
     assert client.post("/v1/score", json=body,
