@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -36,6 +37,25 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                       help="Ray dashboard address, e.g. http://HEAD:8265 (default: RAY_ADDRESS)")
 
+    serve = sub.add_parser("serve", help="serve /v1/embed, /v1/score, /v1/generate over HTTP "
+                           "with Ray Serve (Ctrl-C stops); VAE_SERVE_TOKEN sets a bearer token")
+    serve.add_argument("--model", required=True,
+                       help="models:/NAME@ALIAS, models:/NAME/VERSION or a model folder")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="bind address (default 127.0.0.1; 0.0.0.0 exposes it)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--replicas", type=int, default=1)
+    serve.add_argument("--gpus-per-replica", type=float, default=0)
+    serve.add_argument("--max-batch-rows", type=int, default=8192,
+                       help="rows of concurrent requests merged into one forward pass")
+    serve.add_argument("--batch-wait-ms", type=float, default=5.0,
+                       help="how long a batch waits to fill")
+    serve.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                       help="join this Ray cluster instead of starting a local one")
+    serve.add_argument("--reload", action="store_true",
+                       help="switch the running app to the version the alias points at now "
+                            "(reconfigure: no restart, no dropped request)")
+
     models = sub.add_parser("models", help="registered models: list, promote")
     models_sub = models.add_subparsers(dest="action", required=True)
     listing = models_sub.add_parser("list", help="versions, aliases and held-out log p(x)")
@@ -63,6 +83,42 @@ def _models(args: argparse.Namespace) -> None:
     for r in rows:
         print(f"{r['name']:24} {r['version']:>7}  {','.join(r['aliases']) or '-':22} "
               f"{r['val_log_px'] or '-':>18}")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from pipelines import ray_runtime, tracking
+
+    model_uri, extra = args.model, {}
+    if Path(model_uri).exists():
+        from vae_core import TabularVAE
+
+        model_uri = str(Path(model_uri).resolve())  # replicas run in another directory
+        TabularVAE.load(model_uri)  # a bad folder fails here, in one line, not in a replica
+    else:
+        extra["tracking_uri"] = tracking.use()
+    from serving import deployment
+    from serving.service import pin_version
+
+    version = pin_version(model_uri)  # an unknown model or alias fails here too
+    config = deployment.serve_config(
+        model_uri, version, args.host, args.port, args.replicas, args.gpus_per_replica,
+        max_batch_rows=args.max_batch_rows, batch_wait_timeout_s=args.batch_wait_ms / 1000,
+        **extra)
+    ray_runtime.init(args.address or ("auto" if args.reload else None))
+    deployment.deploy(config)
+    served = model_uri + (f" (version {version})" if version else "")
+    if args.reload:
+        print(f"reloaded: now serving {served}")
+        return
+    print(f"serving {served} at http://{args.host}:{args.port} (OpenAPI: /docs); Ctrl-C stops",
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("vae jobs needs --address http://HEAD:8265 (or RAY_ADDRESS)")
             action = {"status": submit.status, "logs": submit.logs, "stop": submit.stop}
             print(action[args.action](args.address, args.job_id))
+        elif args.command == "serve":
+            _serve(args)
         elif args.command == "models":
             _models(args)
     except Exception as e:

@@ -83,7 +83,10 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
 
     @app.middleware("http")
     async def _auth_and_size(request: Request, call_next):
-        backend = get_backend()
+        try:  # the exception handlers do not cover middleware
+            backend = get_backend()
+        except RequestError as e:
+            return await _request_error(request, e)
         token = backend.token
         if token and request.url.path.startswith("/v1/"):
             given = request.headers.get("authorization", "")

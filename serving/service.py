@@ -28,25 +28,43 @@ class Limits:
     max_iwae_samples: int = 1024
 
 
-def resolve_model(uri: str) -> tuple[Path, dict]:
-    """A local model folder, or a registry/run URI downloaded through MLflow; (folder, info)."""
-    if not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "s3://", "gs://")):
+def _is_local(uri: str) -> bool:
+    return not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "s3://", "gs://"))
+
+
+def pin_version(uri: str) -> str | None:
+    """The registry version ``models:/NAME@ALIAS`` points at now (None for other URIs)."""
+    if not uri.startswith("models:/") or "@" not in uri:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    name, _, alias = uri[len("models:/"):].partition("@")
+    return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+
+
+def resolve_model(uri: str, version: str | None = None) -> tuple[Path, dict]:
+    """A local model folder, or a registry/run URI downloaded through MLflow; (folder, info).
+
+    ``models:/NAME@ALIAS`` loads ``version`` when given (all replicas agree), else the
+    version the alias points at now.
+    """
+    if _is_local(uri):
         folder = Path(uri)
         return folder, {"uri": uri, "name": folder.name, "version": None, "alias": None}
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     info: dict[str, Any] = {"uri": uri, "name": None, "version": None, "alias": None}
+    download = uri
     if uri.startswith("models:/"):
-        name, _, ref = uri[len("models:/"):].partition("@")
-        if ref:  # an alias: pin the version it points at now
-            version = MlflowClient().get_model_version_by_alias(name, ref).version
-            info.update(name=name, alias=ref, version=str(version))
-            uri = f"models:/{name}/{version}"
+        name, _, alias = uri[len("models:/"):].partition("@")
+        if alias:
+            version = version or pin_version(uri)
+            info.update(name=name, alias=alias, version=version)
+            download = f"models:/{name}/{version}"
         else:
-            name, _, version = name.partition("/")
-            info.update(name=name, version=version or None)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+            name, _, number = name.partition("/")
+            info.update(name=name, version=number or None)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=download))
     folder = local / "artifacts" / "vae_model"
     if not folder.is_dir():
         raise FileNotFoundError(f"{uri}: not a vae-tables model (no artifacts/vae_model)")
@@ -58,10 +76,11 @@ class ModelService:
         self.vae, self.info_, self.limits = vae, dict(info), limits
 
     @classmethod
-    def load(cls, uri: str, limits: Limits = Limits(), device: str | None = None) -> ModelService:
+    def load(cls, uri: str, limits: Limits = Limits(), device: str | None = None,
+             version: str | None = None) -> ModelService:
         import torch
 
-        folder, info = resolve_model(uri)
+        folder, info = resolve_model(uri, version)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(TabularVAE.load(folder, device=device), info, limits)
 
@@ -154,4 +173,4 @@ def limits_from_env() -> Limits:
                   d.max_iwae_samples)
 
 
-__all__ = ["Limits", "ModelService", "limits_from_env", "resolve_model"]
+__all__ = ["Limits", "ModelService", "limits_from_env", "pin_version", "resolve_model"]

@@ -1,0 +1,175 @@
+"""The Ray Serve application: one deployment that is both the HTTP ingress and the model.
+
+A request is decoded by the FastAPI app (serving/app.py) inside the replica, then queued by
+``@serve.batch``, which counts rows (not requests) towards ``max_batch_rows``; the queued
+requests run together (serving/batching.py) in a one-thread executor, so the event loop
+keeps decoding the next requests while the model computes.
+
+Which model: ``user_config = {"model_uri": ..., "version": ...}``. An alias is pinned to a
+version when the app is built, so every replica loads the same one. Changing the user config
+(``vae serve --reload``, or ``serve deploy`` after the alias moved) calls ``reconfigure`` on
+each replica: the new model loads beside the old one and is swapped in; requests in flight
+finish on the model they started with, and none are dropped.
+
+Config file entry point: ``import_path: serving.deployment:build_app`` (deploy/serve_config.yaml).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+from ray import serve
+
+from serving.app import Backend, create_app
+from serving.batching import EmbedRequest, ScoreRequest, embed_batch, rows, score_batch
+from serving.codecs import RequestError
+from serving.service import Limits, ModelService, limits_from_env, pin_version
+
+APP_NAME = "vae"
+
+
+def _backend() -> Backend:
+    # The routes are plain functions of the app (the same app serves tests without Ray); in
+    # a replica they reach its deployment instance through Serve's replica context.
+    replica = serve.get_replica_context().servable_object
+    if replica.loaded is None:
+        raise RequestError(503, "no model is loaded yet")
+    return replica
+
+
+app = create_app(_backend)
+
+
+@serve.deployment(
+    # ≥ the requests one batch can hold (Serve's default of 5 would starve the batcher).
+    max_ongoing_requests=256,
+    ray_actor_options={"num_cpus": 1},
+    health_check_period_s=10,
+)
+@serve.ingress(app)
+class VAEDeployment:
+    def __init__(self, max_batch_rows: int = 8192, batch_wait_timeout_s: float = 0.005,
+                 limits: dict | None = None, tracking_uri: str | None = None,
+                 device: str | None = None) -> None:
+        if tracking_uri:
+            os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        self.token = os.environ.get("VAE_SERVE_TOKEN") or None
+        self.limits = Limits(**limits) if limits else limits_from_env()
+        self.max_batch_rows, self.device = max_batch_rows, device
+        self.loaded: tuple[ModelService, dict] | None = None
+        self._compute = ThreadPoolExecutor(1, thread_name_prefix="vae-forward")
+        self._score_batch.set_max_batch_size(max_batch_rows)
+        self._score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._embed_batch.set_max_batch_size(max_batch_rows)
+        self._embed_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    async def reconfigure(self, config: dict) -> None:
+        if self.loaded and self.loaded[1] == config:
+            return
+        # Load off the event loop: requests keep running on the old model meanwhile.
+        service = await asyncio.to_thread(ModelService.load, config["model_uri"], self.limits,
+                                          self.device, config.get("version"))
+        self.loaded = (service, dict(config))
+
+    @property
+    def service(self) -> ModelService:
+        return self.loaded[0]
+
+    async def score(self, request: ScoreRequest) -> pa.Table:
+        if request.table.num_rows > self.max_batch_rows:  # already a batch on its own
+            return await self._run(lambda s: s.score(request.table, request.iwae_samples,
+                                                     request.seed, request.top_k))
+        return _raise_if_error(await self._score_batch(request))
+
+    async def embed(self, request: EmbedRequest) -> pa.Table:
+        if request.table.num_rows > self.max_batch_rows:
+            return await self._run(lambda s: s.embed(request.table, request.return_std))
+        return _raise_if_error(await self._embed_batch(request))
+
+    async def generate(self, n: int, conditions: dict | None, seed: int | None) -> pa.Table:
+        # Not merged across requests: one request is already n rows in one pass.
+        return await self._run(lambda s: s.generate(n, conditions, seed))
+
+    @serve.batch(max_batch_size=8192, batch_wait_timeout_s=0.005, batch_size_fn=rows)
+    async def _score_batch(self, requests: list[ScoreRequest]) -> list[pa.Table | Exception]:
+        return await self._run(lambda s: score_batch(s, requests))
+
+    @serve.batch(max_batch_size=8192, batch_wait_timeout_s=0.005, batch_size_fn=rows)
+    async def _embed_batch(self, requests: list[EmbedRequest]) -> list[pa.Table | Exception]:
+        return await self._run(lambda s: embed_batch(s, requests))
+
+    async def _run(self, work: Callable[[ModelService], Any]) -> Any:
+        service = self.service  # one model for the whole batch, even during a switch
+        return await asyncio.get_running_loop().run_in_executor(self._compute, work, service)
+
+
+def _raise_if_error(result: pa.Table | Exception) -> pa.Table:
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def build_app(args: dict) -> serve.Application:
+    """The application for ``serve run/deploy`` (``import_path: serving.deployment:build_app``).
+
+    args: ``model_uri`` (required; ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a
+    model folder), ``version`` (pin; default: where the alias points when the app is built),
+    and the deployment's ``max_batch_rows``, ``batch_wait_timeout_s``, ``limits``,
+    ``tracking_uri``, ``device``. A config file's ``deployments: [{name: VAEDeployment,
+    user_config: {model_uri, version}}]`` overrides the model: changing only that is a
+    reconfigure, while changing ``args`` restarts the replicas.
+    """
+    args = dict(args)
+    model_uri = args.pop("model_uri", None)
+    if not model_uri:
+        raise ValueError("build_app needs args.model_uri (models:/NAME@ALIAS or a folder)")
+    if args.get("tracking_uri"):
+        os.environ.setdefault("MLFLOW_TRACKING_URI", args["tracking_uri"])
+    version = args.pop("version", None) or pin_version(model_uri)
+    return VAEDeployment.options(
+        user_config={"model_uri": model_uri, "version": version}).bind(**args)
+
+
+def serve_config(model_uri: str, version: str | None, host: str = "127.0.0.1",
+                 port: int = 8000, replicas: int = 1, gpus_per_replica: float = 0,
+                 **args: Any) -> dict:
+    """A Serve config file's content (the format of deploy/serve_config.yaml)."""
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": host, "port": port},
+        "applications": [{
+            "name": APP_NAME, "route_prefix": "/",
+            "import_path": "serving.deployment:build_app",
+            "args": {"model_uri": model_uri, **{k: v for k, v in args.items() if v is not None}},
+            "deployments": [{
+                "name": "VAEDeployment", "num_replicas": replicas,
+                "ray_actor_options": {"num_cpus": 1, "num_gpus": gpus_per_replica},
+                "user_config": {"model_uri": model_uri, "version": version},
+            }],
+        }],
+    }
+
+
+def deploy(config: dict) -> None:
+    """Apply a Serve config on the Ray this process is connected to, and wait until it runs.
+
+    The config path (not ``serve.run``) is what makes a model switch a reconfigure: Serve
+    gives every ``serve.run`` a new code version and replaces the replicas, but keeps them
+    when a config differs only in ``user_config``. Serve's public Python API has no config
+    deploy, so this does what ``serve run config.yaml`` does.
+    """
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    serve.start(proxy_location=schema.proxy_location,
+                http_options=schema.http_options.model_dump())
+    _get_global_client().deploy_apps(schema, _blocking=True)
+
+
+__all__ = ["APP_NAME", "VAEDeployment", "app", "build_app", "deploy", "serve_config"]
