@@ -87,23 +87,23 @@ def _models(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     from pipelines import ray_runtime, tracking
+    from serving import deployment
+    from serving.service import is_local, resolve_model
+    from vae_core import TabularVAE
 
     model_uri, extra = args.model, {}
-    if Path(model_uri).exists():
-        from vae_core import TabularVAE
-
+    if is_local(model_uri):
         model_uri = str(Path(model_uri).resolve())  # replicas run in another directory
-        TabularVAE.load(model_uri)  # a bad folder fails here, in one line, not in a replica
     else:
         extra["tracking_uri"] = tracking.use()
-    from serving import deployment
-    from serving.service import pin_version
-
-    version = pin_version(model_uri)  # an unknown model or alias fails here too
+    # Fail here, in one line, rather than in a replica: unknown model, alias or folder.
+    folder, info = resolve_model(model_uri)
+    TabularVAE.load(folder)
+    version = info["version"]
     config = deployment.serve_config(
         model_uri, version, args.host, args.port, args.replicas, args.gpus_per_replica,
-        max_batch_rows=args.max_batch_rows, batch_wait_timeout_s=args.batch_wait_ms / 1000,
-        **extra)
+        token=os.environ.get("VAE_SERVE_TOKEN"), max_batch_rows=args.max_batch_rows,
+        batch_wait_timeout_s=args.batch_wait_ms / 1000, **extra)
     ray_runtime.init(args.address or ("auto" if args.reload else None))
     deployment.deploy(config)
     served = model_uri + (f" (version {version})" if version else "")

@@ -88,7 +88,9 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
         except RequestError as e:
             return await _request_error(request, e)
         token = backend.token
-        if token and request.url.path.startswith("/v1/"):
+        # Relative to the mount point: under a Serve route prefix the path carries it.
+        path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+        if token and path.startswith("/v1/"):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,

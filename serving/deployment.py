@@ -137,22 +137,27 @@ def build_app(args: dict) -> serve.Application:
 
 def serve_config(model_uri: str, version: str | None, host: str = "127.0.0.1",
                  port: int = 8000, replicas: int = 1, gpus_per_replica: float = 0,
-                 **args: Any) -> dict:
-    """A Serve config file's content (the format of deploy/serve_config.yaml)."""
-    return {
-        "proxy_location": "HeadOnly",
-        "http_options": {"host": host, "port": port},
-        "applications": [{
-            "name": APP_NAME, "route_prefix": "/",
-            "import_path": "serving.deployment:build_app",
-            "args": {"model_uri": model_uri, **{k: v for k, v in args.items() if v is not None}},
-            "deployments": [{
-                "name": "VAEDeployment", "num_replicas": replicas,
-                "ray_actor_options": {"num_cpus": 1, "num_gpus": gpus_per_replica},
-                "user_config": {"model_uri": model_uri, "version": version},
-            }],
+                 token: str | None = None, **args: Any) -> dict:
+    """A Serve config file's content (the format of deploy/serve_config.yaml).
+
+    ``token`` reaches the replicas as VAE_SERVE_TOKEN in the app's runtime_env (they may run
+    on a cluster that never saw this process's environment). Ray's dashboard shows
+    runtime_envs to whoever can reach it, and anyone who can reach Ray can run code on it.
+    """
+    application: dict[str, Any] = {
+        "name": APP_NAME, "route_prefix": "/",
+        "import_path": "serving.deployment:build_app",
+        "args": {"model_uri": model_uri, **{k: v for k, v in args.items() if v is not None}},
+        "deployments": [{
+            "name": "VAEDeployment", "num_replicas": replicas,
+            "ray_actor_options": {"num_cpus": 1, "num_gpus": gpus_per_replica},
+            "user_config": {"model_uri": model_uri, "version": version},
         }],
     }
+    if token:
+        application["runtime_env"] = {"env_vars": {"VAE_SERVE_TOKEN": token}}
+    return {"proxy_location": "HeadOnly", "http_options": {"host": host, "port": port},
+            "applications": [application]}
 
 
 def deploy(config: dict) -> None:

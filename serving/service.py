@@ -28,7 +28,8 @@ class Limits:
     max_iwae_samples: int = 1024
 
 
-def _is_local(uri: str) -> bool:
+def is_local(uri: str) -> bool:
+    """A model folder path, not a registry/run/artifact URI."""
     return not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "s3://", "gs://"))
 
 
@@ -48,7 +49,7 @@ def resolve_model(uri: str, version: str | None = None) -> tuple[Path, dict]:
     ``models:/NAME@ALIAS`` loads ``version`` when given (all replicas agree), else the
     version the alias points at now.
     """
-    if _is_local(uri):
+    if is_local(uri):
         folder = Path(uri)
         return folder, {"uri": uri, "name": folder.name, "version": None, "alias": None}
     import mlflow
@@ -173,4 +174,4 @@ def limits_from_env() -> Limits:
                   d.max_iwae_samples)
 
 
-__all__ = ["Limits", "ModelService", "limits_from_env", "pin_version", "resolve_model"]
+__all__ = ["Limits", "ModelService", "is_local", "limits_from_env", "pin_version", "resolve_model"]

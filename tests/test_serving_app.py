@@ -10,11 +10,14 @@ from serving.app import DirectBackend, create_app
 from serving.codecs import ARROW_STREAM, table_from_arrow, table_to_arrow
 from serving.service import Limits, ModelService
 
+# Shared with the real-Serve tests (tests/integration/test_serving.py): same limits there.
+LIMITS = Limits(max_rows=500, max_generate=1000, max_body_bytes=2_000_000)
+
 
 @pytest.fixture(scope="module")
 def service(adult_cvae):
     return ModelService(adult_cvae, {"name": "adult", "version": "1", "alias": "champion"},
-                        Limits(max_rows=500, max_generate=1000, max_body_bytes=2_000_000))
+                        LIMITS)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def _with(rows_, **changes):
     return rows_
 
 
-@pytest.mark.parametrize("make_request, status, words", [
+BAD_SCORE_REQUESTS = [
     (lambda t: {"json": {"rows": [{k: v for k, v in r.items() if k != "age"} for r in rows(t, 2)]}},
      422, "column 'age' is missing"),
     (lambda t: {"json": {"rows": _with(rows(t, 2), age="old")}}, 422, "column 'age'"),
@@ -77,7 +80,17 @@ def _with(rows_, **changes):
     (lambda t: {"content": b"x" * 2_000_001, "headers": {"content-type": "application/json"}},
      413, "limit"),
     (lambda t: {"json": {"rowz": []}}, 400, "'rows'"),
-])
+]
+BAD_GENERATE_REQUESTS = [
+    ({"n": 5000}, 413, "n must be in 1..1000"),
+    ({"n": 0}, 422, "n must be in"),
+    ({"n": "5"}, 400, "integer 'n'"),
+    ({"n": 5, "conditions": {"income": "lots"}}, 422, "'income': condition value 'lots'"),
+    ({"n": 5, "temperature": 2}, 400, "unknown field 'temperature'"),
+]
+
+
+@pytest.mark.parametrize("make_request, status, words", BAD_SCORE_REQUESTS)
 def test_bad_score_requests_get_a_4xx_naming_the_problem(client, adult_test, make_request,
                                                           status, words):
     r = client.post("/v1/score", **make_request(adult_test))
@@ -92,13 +105,7 @@ def test_unseen_category_is_scored_and_flagged(client, adult_test):
     assert [x["unseen_categories"] for x in r.json()["rows"]] == [1, 0]
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"n": 5000}, 413, "n must be in 1..1000"),
-    ({"n": 0}, 422, "n must be in"),
-    ({"n": "5"}, 400, "integer 'n'"),
-    ({"n": 5, "conditions": {"income": "lots"}}, 422, "'income': condition value 'lots'"),
-    ({"n": 5, "temperature": 2}, 400, "unknown field 'temperature'"),
-])
+@pytest.mark.parametrize("body, status, words", BAD_GENERATE_REQUESTS)
 def test_bad_generate_requests(client, body, status, words):
     r = client.post("/v1/generate", json=body)
     assert r.status_code == status and words in r.json()["error"]

@@ -1,0 +1,208 @@
+"""Real Ray Serve over HTTP on 127.0.0.1, serving models trained and registered by the pipeline
+in a real MLflow server: results equal in-process vae_core, no mixing under concurrency, 4xx
+for bad input, a version switch under load, bearer token on and off, `vae serve --reload`."""
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from pipelines import registry
+from pipelines.train import train
+from serving.codecs import ARROW_STREAM, table_from_arrow, table_to_arrow
+from tests.integration.conftest import _free_port
+from tests.integration.test_training import job
+from tests.test_serving_app import BAD_GENERATE_REQUESTS, BAD_SCORE_REQUESTS, LIMITS
+from vae_core import TabularVAE
+
+pytestmark = pytest.mark.integration
+
+MODEL = "adult-serve"
+TOKEN = "it-s3cret"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def versions(mlflow_server, ray_local, adult_slice, tmp_path_factory):
+    """Two registered versions; @champion on v1. {version: in-process TabularVAE}."""
+    with contextlib.chdir(tmp_path_factory.mktemp("serve-train")):
+        train(job(adult_slice, model_name=MODEL, epochs=2))
+        train(job(adult_slice, model_name=MODEL, epochs=3, seed=1))
+    registry.promote(MODEL, "1")
+    return {v: TabularVAE.load(registry.model_folder(f"models:/{MODEL}/{v}")) for v in "12"}
+
+
+def config_for(version: str, port: int, mlflow_server: str) -> dict:
+    from serving.deployment import serve_config
+
+    return serve_config(f"models:/{MODEL}@champion", version, port=port, token=TOKEN,
+                        tracking_uri=mlflow_server, limits=asdict(LIMITS), max_batch_rows=2048)
+
+
+@pytest.fixture(scope="module")
+def server(versions, mlflow_server):
+    from ray import serve
+
+    from serving.deployment import deploy
+
+    port = _free_port()
+    deploy(config_for("1", port, mlflow_server))
+    yield {"url": f"http://127.0.0.1:{port}", "port": port}
+    serve.shutdown()
+
+
+def post(server, path, **kwargs):
+    headers = {**AUTH, **kwargs.pop("headers", {})}
+    return httpx.post(server["url"] + path, headers=headers, timeout=60, **kwargs)
+
+
+def test_http_results_equal_in_process(server, versions, adult_test):
+    vae = versions["1"]
+    rows = adult_test.slice(0, 30)
+    expected = vae.score(rows, seed=5)
+    r = post(server, "/v1/score?seed=5", json={"rows": rows.to_pylist()})
+    assert r.status_code == 200, r.text
+    got = r.json()["rows"]
+    np.testing.assert_allclose([g["log_px"] for g in got], expected.column("log_px").to_pylist(),
+                               rtol=1e-5)
+    assert [g["top_columns"] for g in got] == expected.column("top_columns").to_pylist()
+    assert [g["is_anomaly"] for g in got] == expected.column("is_anomaly").to_pylist()
+
+    r = post(server, "/v1/score?seed=5", content=table_to_arrow(rows),
+             headers={"content-type": ARROW_STREAM})
+    assert r.headers["content-type"] == ARROW_STREAM
+    arrow = table_from_arrow(r.content, 100)
+    np.testing.assert_allclose(arrow.column("elbo").to_numpy(), expected.column("elbo").to_numpy(),
+                               rtol=1e-5)
+
+    r = post(server, "/v1/embed", json={"rows": rows.slice(0, 5).to_pylist()})
+    np.testing.assert_allclose([[g[f"z_{i}"] for i in range(8)] for g in r.json()["rows"]],
+                               vae.embed(rows.slice(0, 5)), atol=1e-5)
+
+    r = post(server, "/v1/generate", json={"n": 50, "conditions": {"income": ">50K"}, "seed": 3},
+             headers={"accept": ARROW_STREAM})
+    assert table_from_arrow(r.content, 100).equals(
+        vae.sample(50, conditions={"income": ">50K"}, seed=3))
+
+    info = httpx.get(server["url"] + "/v1/model", headers=AUTH).json()
+    assert (info["name"], info["version"], info["alias"]) == (MODEL, "1", "champion")
+
+
+async def _score_concurrently(url: str, requests: list[tuple[list[dict], int]], clients: int):
+    gate = asyncio.Semaphore(clients)
+    async with httpx.AsyncClient(headers=AUTH, timeout=120) as client:
+        async def one(rows, seed):
+            async with gate:
+                return await client.post(f"{url}/v1/score", params={"seed": seed},
+                                         json={"rows": rows})
+        return await asyncio.gather(*(one(rows, seed) for rows, seed in requests))
+
+
+def test_concurrent_clients_each_get_their_own_rows(server, versions, adult_test):
+    """200 requests of 1–9 rows from 32 clients: batched together, split back exactly."""
+    slices = [adult_test.slice(17 * i, 1 + i % 9) for i in range(200)]
+    responses = asyncio.run(_score_concurrently(
+        server["url"], [(s.to_pylist(), i) for i, s in enumerate(slices)], clients=32))
+    for i, (s, r) in enumerate(zip(slices, responses, strict=True)):
+        assert r.status_code == 200, r.text
+        expected = versions["1"].score(s, seed=i).column("log_px").to_pylist()
+        np.testing.assert_allclose([g["log_px"] for g in r.json()["rows"]], expected,
+                                   rtol=1e-5, err_msg=f"request {i}")
+
+
+@pytest.mark.parametrize("make_request, status, words", BAD_SCORE_REQUESTS)
+def test_bad_score_requests_get_their_4xx_over_http(server, adult_test, make_request, status,
+                                                    words):
+    r = post(server, "/v1/score", **make_request(adult_test))
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]
+
+
+@pytest.mark.parametrize("body, status, words", BAD_GENERATE_REQUESTS)
+def test_bad_generate_requests_get_their_4xx_over_http(server, body, status, words):
+    r = post(server, "/v1/generate", json=body)
+    assert r.status_code == status and words in r.json()["error"]
+
+
+def test_unseen_category_is_scored_and_flagged_over_http(server, adult_test):
+    rows = adult_test.slice(0, 2).to_pylist()
+    rows[0]["native-country"] = "Atlantis"
+    r = post(server, "/v1/score", json={"rows": rows})
+    assert r.status_code == 200 and [x["unseen_categories"] for x in r.json()["rows"]] == [1, 0]
+
+
+def test_bearer_token_is_required(server, adult_test):
+    body = {"rows": adult_test.slice(0, 1).to_pylist()}
+    assert httpx.post(server["url"] + "/v1/score", json=body).status_code == 401
+    assert httpx.post(server["url"] + "/v1/score", json=body,
+                      headers={"authorization": "Bearer nope"}).status_code == 401
+    assert httpx.get(server["url"] + "/healthz").status_code == 200  # probes need no token
+
+
+def test_version_switch_under_load_loses_no_request(server, versions, adult_test, mlflow_server):
+    from serving.deployment import deploy
+
+    rows = adult_test.slice(100, 5)
+    expected = {v: np.asarray(vae.score(rows).column("log_px").to_pylist())
+                for v, vae in versions.items()}
+    assert not np.allclose(expected["1"], expected["2"])
+
+    async def load_during_switch():
+        answered, done = [], asyncio.Event()
+        async with httpx.AsyncClient(headers=AUTH, timeout=120) as client:
+            async def client_loop():
+                while not done.is_set():
+                    r = await client.post(server["url"] + "/v1/score",
+                                          json={"rows": rows.to_pylist()})
+                    answered.append(r)
+
+            loops = [asyncio.create_task(client_loop()) for _ in range(8)]
+            await asyncio.sleep(1.0)
+            registry.promote(MODEL, "2")
+            await asyncio.to_thread(deploy, config_for("2", server["port"], mlflow_server))
+            during = len(answered)
+            await asyncio.sleep(1.0)
+            done.set()
+            await asyncio.gather(*loops)
+        return answered, during
+
+    answered, during = asyncio.run(load_during_switch())
+    assert all(r.status_code == 200 for r in answered), {r.status_code for r in answered}
+    served = []
+    for r in answered:
+        got = np.asarray([g["log_px"] for g in r.json()["rows"]])
+        matches = [v for v in "12" if np.allclose(got, expected[v], rtol=1e-5)]
+        assert len(matches) == 1, got  # every answer is one model's, whole
+        served.append(matches[0])
+    assert served[0] == "1" and served[-1] == "2" and len(answered) > during
+    assert "1" not in served[served.index("2"):]  # once switched, never back
+    info = httpx.get(server["url"] + "/v1/model", headers=AUTH).json()
+    assert info["version"] == "2" and info["alias"] == "champion"
+
+
+def test_cli_reload_follows_the_alias(server, mlflow_server, tmp_path):
+    """`vae serve --reload` joins the running Ray; without VAE_SERVE_TOKEN auth is off."""
+    registry.promote(MODEL, "1")
+    env = {k: v for k, v in os.environ.items() if k != "VAE_SERVE_TOKEN"}
+    env["MLFLOW_TRACKING_URI"] = mlflow_server
+    vae = str(Path(sys.executable).with_name("vae"))
+    out = subprocess.run([vae, "serve", "--model", f"models:/{MODEL}@champion", "--port",
+                          str(server["port"]), "--reload"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"now serving models:/{MODEL}@champion (version 1)" in out.stdout
+    info = httpx.get(server["url"] + "/v1/model", timeout=60)  # no token needed any more
+    assert info.status_code == 200 and info.json()["version"] == "1"
+
+    missing = subprocess.run([vae, "serve", "--model", f"models:/{MODEL}@nosuchalias"], env=env,
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("vae: error:") and "nosuchalias" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
