@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="where to save the model folder (default: out/demo-model)")
     demo.add_argument("--epochs", type=int, default=25)
     demo.add_argument("--library-only", action="store_true",
-                      help="skip the Ray/MLflow training job (part 2)")
+                      help="skip the Ray/MLflow training job and serving (parts 2, 3)")
 
     train = sub.add_parser("train", help="train on Parquet with Ray Train; log and register in "
                            "MLflow (every config key is also a flag)")
@@ -132,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
 
             run(args.out, args.epochs)
             if not args.library_only:
-                from pipelines.demo import run_job
+                from pipelines.demo import run_job, run_serving
 
                 run_job(args.epochs)
+                run_serving()
         elif args.command == "train":
             from pipelines.job_config import job_from_args
             from pipelines.train import train

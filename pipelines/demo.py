@@ -5,11 +5,14 @@ it, score clean and corrupted held-out rows, generate rows for a given income, e
 Part 2, the job: train the same model with Ray Train (local Ray) over the Parquet file,
 log it to MLflow (local SQLite under ./mlruns unless MLFLOW_TRACKING_URI is set), register
 it, and load ``models:/adult-demo@champion`` back from the registry to score rows.
+Part 3, serving: the champion on Ray Serve at http://127.0.0.1:8000, a few real requests.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +87,43 @@ def run_job(epochs: int) -> None:
     print("7. loaded models:/adult-demo@champion from the registry; scores of 5 test rows: "
           f"{[round(v, 2) for v in scores.column('score').to_pylist()]}")
     print(f"   MLflow run {outcome.run_id}; `vae models list` shows the versions")
+
+
+def run_serving(port: int = 8000) -> None:
+    from ray import serve
+
+    from pipelines import tracking
+    from serving import deployment
+    from serving.service import pin_version
+
+    uri = "models:/adult-demo@champion"
+    version = pin_version(uri)
+    t0 = time.perf_counter()
+    deployment.deploy(deployment.serve_config(uri, version, port=port,
+                                              tracking_uri=tracking.tracking_uri()))
+    url = f"http://127.0.0.1:{port}"
+    print(f"8. serving {uri} (version {version}) at {url} with Ray Serve "
+          f"(up in {time.perf_counter() - t0:.0f} s)")
+    try:
+        rows = load_adult("test").slice(0, 3).to_pylist()
+        rows[2]["age"] = rows[2]["age"] * 3
+        scored = _post(f"{url}/v1/score", {"rows": rows})["rows"]
+        print("   POST /v1/score (3 rows, the last with age ×3): score "
+              f"{[round(r['score'], 2) for r in scored]}, is_anomaly "
+              f"{[r['is_anomaly'] for r in scored]}")
+        z = _post(f"{url}/v1/embed", {"rows": rows[:1]})["rows"][0]
+        print(f"   POST /v1/embed: z = {[round(v, 2) for v in z.values()]}")
+        generated = _post(f"{url}/v1/generate", {"n": 2, "conditions": {"income": ">50K"},
+                                                 "seed": 0})["rows"]
+        picked = [{k: r[k] for k in ("age", "occupation", "income")} for r in generated]
+        print(f"   POST /v1/generate (n=2, income >50K): {picked}")
+    finally:
+        serve.shutdown()
+    print("   (stopped; `vae serve --model models:/adult-demo@champion` keeps it running)")
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(),
+                                     {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
