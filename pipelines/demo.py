@@ -106,9 +106,9 @@ def run_serving(port: int = 8000) -> None:
           f"(up in {time.perf_counter() - t0:.0f} s)")
     try:
         rows = load_adult("test").slice(0, 3).to_pylist()
-        rows[2]["age"] = rows[2]["age"] * 3
+        rows[2]["age"] = 400  # a typo upstream
         scored = _post(f"{url}/v1/score", {"rows": rows})["rows"]
-        print("   POST /v1/score (3 rows, the last with age ×3): score "
+        print("   POST /v1/score (3 rows, the last with age 400): score "
               f"{[round(r['score'], 2) for r in scored]}, is_anomaly "
               f"{[r['is_anomaly'] for r in scored]}")
         z = _post(f"{url}/v1/embed", {"rows": rows[:1]})["rows"][0]

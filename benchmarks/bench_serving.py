@@ -1,0 +1,188 @@
+"""Serving over HTTP (Ray Serve on 127.0.0.1) against its two references, same model, same rows.
+
+    .venv/bin/python benchmarks/bench_serving.py --seconds 15 --out benchmarks/RESULTS.md
+
+Workloads (all POST /v1/score, IWAE K = 16, the model's default):
+  (a) single-row requests from 64 concurrent clients;
+  (b) 1 000-row JSON requests from 4 clients;
+  (c) 10 000-row Arrow requests from 2 clients.
+References measured in the same run:
+  * in-process: TabularVAE.score on the same rows in this process (1 torch thread) — the
+    ceiling, no HTTP, no Ray;
+  * naive Serve: a FastAPI ingress that calls the same TabularVAE.score once per request,
+    JSON only, no @serve.batch, Serve's default max_ongoing_requests — the floor.
+The load generator (httpx, asyncio) runs in this process, on the same 2 cores as Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from serving.codecs import ARROW_STREAM, table_to_arrow  # noqa: E402
+from vae_core import TabularVAE  # noqa: E402
+from vae_core.datasets import load_adult  # noqa: E402
+
+WORKLOADS = {  # name: (rows per request, concurrent clients, body format)
+    "a": (1, 64, "json"),
+    "b": (1000, 4, "json"),
+    "c": (10_000, 2, "arrow"),
+}
+
+
+def naive_app(model_dir: str):
+    """The floor: what a first Serve script looks like — one forward per request."""
+    from fastapi import FastAPI, Request
+    from ray import serve
+
+    app = FastAPI()
+
+    @serve.deployment(ray_actor_options={"num_cpus": 1})
+    @serve.ingress(app)
+    class NaiveVAE:
+        def __init__(self, folder: str) -> None:
+            self.vae = TabularVAE.load(folder)
+
+        @app.post("/v1/score")
+        async def score(self, request: Request) -> dict:
+            rows = (await request.json())["rows"]
+            return {"rows": self.vae.score(pa.Table.from_pylist(rows)).to_pylist()}
+
+    return NaiveVAE.bind(model_dir)
+
+
+def request_body(rows: pa.Table, fmt: str) -> tuple[bytes, dict]:
+    if fmt == "arrow":
+        return table_to_arrow(rows), {"content-type": ARROW_STREAM}
+    return json.dumps({"rows": rows.to_pylist()}).encode(), {"content-type": "application/json"}
+
+
+async def load(url: str, rows: pa.Table, clients: int, fmt: str, seconds: float) -> dict:
+    import httpx
+
+    body, headers = request_body(rows, fmt)
+    latencies: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(
+            max_connections=clients, max_keepalive_connections=clients)) as client:
+        for _ in range(2):  # warm-up
+            await client.post(url, content=body, headers=headers)
+        deadline = time.perf_counter() + seconds
+        start = time.perf_counter()
+
+        async def one_client() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                r = await client.post(url, content=body, headers=headers)
+                if r.status_code != 200:
+                    errors += 1
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        wall = time.perf_counter() - start
+    lat = np.asarray(latencies)
+    return {"requests": len(lat), "errors": errors, "req_per_s": len(lat) / wall,
+            "rows_per_s": len(lat) * rows.num_rows / wall,
+            "p50_ms": 1000 * np.percentile(lat, 50), "p99_ms": 1000 * np.percentile(lat, 99)}
+
+
+def in_process(vae: TabularVAE, rows: pa.Table, seconds: float) -> dict:
+    vae.score(rows)  # warm-up
+    latencies = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        vae.score(rows)
+        latencies.append(time.perf_counter() - t0)
+    lat = np.asarray(latencies)
+    return {"requests": len(lat), "errors": 0, "req_per_s": 1 / lat.mean(),
+            "rows_per_s": rows.num_rows / lat.mean(), "p50_ms": 1000 * np.percentile(lat, 50),
+            "p99_ms": 1000 * np.percentile(lat, 99)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--out", type=Path, help="append a Markdown section to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    import ray
+    from ray import serve
+
+    from pipelines import ray_runtime
+    from serving.deployment import build_app
+
+    train, test = load_adult("train"), load_adult("test")
+    vae = TabularVAE(epochs=args.epochs, columns={"income": "condition"}, seed=0).fit(train)
+    results: dict[str, dict[str, dict]] = {}
+    with tempfile.TemporaryDirectory() as work:
+        folder = str(vae.save(Path(work) / "model"))
+        vae = TabularVAE.load(folder)
+        ray_runtime.init()
+        serve.start(http_options={"host": "127.0.0.1", "port": 8765})
+        serve.run(build_app({"model_uri": folder}), name="vae", route_prefix="/")
+        serve.run(naive_app(folder), name="naive", route_prefix="/naive")
+        base = "http://127.0.0.1:8765"
+        try:
+            for key, (n, clients, fmt) in WORKLOADS.items():
+                rows = test.slice(0, n)
+                results[key] = {
+                    "in_process": in_process(vae, rows, args.seconds),
+                    "serve": asyncio.run(load(f"{base}/v1/score", rows, clients, fmt,
+                                              args.seconds)),
+                    "naive": asyncio.run(load(f"{base}/naive/v1/score", rows, clients, "json",
+                                              args.seconds)),
+                }
+                print(key, json.dumps(results[key]), flush=True)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    if args.out:
+        with args.out.open("a") as f:
+            f.write(render(results, args))
+
+
+def render(results: dict, args: argparse.Namespace) -> str:
+    labels = {"a": "(a) 1-row JSON requests, 64 clients",
+              "b": "(b) 1 000-row JSON requests, 4 clients",
+              "c": "(c) 10 000-row requests, 2 clients (Arrow; naive: JSON)"}
+    lines = ["", f"## Serving over HTTP (Ray Serve on 127.0.0.1, 1 replica, POST /v1/score, "
+             "IWAE K = 16)", "",
+             f"Command: `.venv/bin/python benchmarks/bench_serving.py --seconds {args.seconds:g}`"
+             f" ({platform.machine()}, 2 cores; Ray, the replica, the proxy and the load "
+             "generator share them). In-process = `TabularVAE.score` on the same rows in one "
+             "process, no HTTP (the ceiling). Naive = a Serve deployment calling the same "
+             "`score` once per request, JSON, no batching, default `max_ongoing_requests` "
+             "(the floor).", "",
+             "| workload | path | req/s | rows/s | p50 ms | p99 ms | errors | rows/s vs "
+             "in-process | req/s vs naive |", "| --- | --- | --- | --- | --- | --- | --- | --- |"
+             " --- |"]
+    for key, paths in results.items():
+        for path in ("in_process", "serve", "naive"):
+            r = paths[path]
+            lines.append(
+                f"| {labels[key]} | {path.replace('_', '-')} | {r['req_per_s']:,.1f} | "
+                f"{r['rows_per_s']:,.0f} | {r['p50_ms']:,.1f} | {r['p99_ms']:,.1f} | "
+                f"{r['errors']} | {r['rows_per_s'] / paths['in_process']['rows_per_s']:.2f} | "
+                f"{r['req_per_s'] / paths['naive']['req_per_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
