@@ -32,6 +32,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py --out benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_training.py --rows 1000000 --epochs 2 --out benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/bench_serving.py --seconds 15 --out benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -2,10 +2,12 @@
 
     .venv/bin/python benchmarks/bench_serving.py --seconds 15 --out benchmarks/RESULTS.md
 
-Workloads (all POST /v1/score, IWAE K = 16, the model's default):
+Workloads: POST /v1/score (IWAE K = 16, the model's default: 16 decoder passes per row)
   (a) single-row requests from 64 concurrent clients;
   (b) 1 000-row JSON requests from 4 clients;
-  (c) 10 000-row Arrow requests from 2 clients.
+  (c) 10 000-row Arrow requests from 2 clients;
+and POST /v1/embed (one encoder pass per row, so HTTP and decoding costs show):
+  (b-embed) 1 000-row JSON requests from 4 clients; (c-embed) 10 000-row Arrow, 2 clients.
 References measured in the same run:
   * in-process: TabularVAE.score on the same rows in this process (1 torch thread) — the
     ceiling, no HTTP, no Ray;
@@ -13,8 +15,6 @@ References measured in the same run:
     JSON only, no @serve.batch, Serve's default max_ongoing_requests — the floor.
 The load generator (httpx, asyncio) runs in this process, on the same 2 cores as Ray.
 """
-
-from __future__ import annotations
 
 import argparse
 import asyncio
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+from fastapi import FastAPI, Request
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,16 +37,17 @@ from serving.codecs import ARROW_STREAM, table_to_arrow  # noqa: E402
 from vae_core import TabularVAE  # noqa: E402
 from vae_core.datasets import load_adult  # noqa: E402
 
-WORKLOADS = {  # name: (rows per request, concurrent clients, body format)
-    "a": (1, 64, "json"),
-    "b": (1000, 4, "json"),
-    "c": (10_000, 2, "arrow"),
+WORKLOADS = {  # name: (verb, rows per request, concurrent clients, body format)
+    "a": ("score", 1, 64, "json"),
+    "b": ("score", 1000, 4, "json"),
+    "c": ("score", 10_000, 2, "arrow"),
+    "b-embed": ("embed", 1000, 4, "json"),
+    "c-embed": ("embed", 10_000, 2, "arrow"),
 }
 
 
 def naive_app(model_dir: str):
     """The floor: what a first Serve script looks like — one forward per request."""
-    from fastapi import FastAPI, Request
     from ray import serve
 
     app = FastAPI()
@@ -60,6 +62,12 @@ def naive_app(model_dir: str):
         async def score(self, request: Request) -> dict:
             rows = (await request.json())["rows"]
             return {"rows": self.vae.score(pa.Table.from_pylist(rows)).to_pylist()}
+
+        @app.post("/v1/embed")
+        async def embed(self, request: Request) -> dict:
+            rows = (await request.json())["rows"]
+            z = self.vae.embed(pa.Table.from_pylist(rows))
+            return {"rows": [{f"z_{i}": float(v) for i, v in enumerate(r)} for r in z]}
 
     return NaiveVAE.bind(model_dir)
 
@@ -100,13 +108,14 @@ async def load(url: str, rows: pa.Table, clients: int, fmt: str, seconds: float)
             "p50_ms": 1000 * np.percentile(lat, 50), "p99_ms": 1000 * np.percentile(lat, 99)}
 
 
-def in_process(vae: TabularVAE, rows: pa.Table, seconds: float) -> dict:
-    vae.score(rows)  # warm-up
+def in_process(vae: TabularVAE, verb: str, rows: pa.Table, seconds: float) -> dict:
+    run = getattr(vae, verb)
+    run(rows)  # warm-up
     latencies = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
-        vae.score(rows)
+        run(rows)
         latencies.append(time.perf_counter() - t0)
     lat = np.asarray(latencies)
     return {"requests": len(lat), "errors": 0, "req_per_s": 1 / lat.mean(),
@@ -128,7 +137,7 @@ def main() -> None:
     from pipelines import ray_runtime
     from serving.deployment import build_app
 
-    train, test = load_adult("train"), load_adult("test")
+    train = load_adult("train")
     vae = TabularVAE(epochs=args.epochs, columns={"income": "condition"}, seed=0).fit(train)
     results: dict[str, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory() as work:
@@ -140,13 +149,13 @@ def main() -> None:
         serve.run(naive_app(folder), name="naive", route_prefix="/naive")
         base = "http://127.0.0.1:8765"
         try:
-            for key, (n, clients, fmt) in WORKLOADS.items():
-                rows = test.slice(0, n)
+            for key, (verb, n, clients, fmt) in WORKLOADS.items():
+                rows = train.slice(0, n)  # test has only 6 513 rows
                 results[key] = {
-                    "in_process": in_process(vae, rows, args.seconds),
-                    "serve": asyncio.run(load(f"{base}/v1/score", rows, clients, fmt,
+                    "in_process": in_process(vae, verb, rows, args.seconds),
+                    "serve": asyncio.run(load(f"{base}/v1/{verb}", rows, clients, fmt,
                                               args.seconds)),
-                    "naive": asyncio.run(load(f"{base}/naive/v1/score", rows, clients, "json",
+                    "naive": asyncio.run(load(f"{base}/naive/v1/{verb}", rows, clients, "json",
                                               args.seconds)),
                 }
                 print(key, json.dumps(results[key]), flush=True)
@@ -159,11 +168,13 @@ def main() -> None:
 
 
 def render(results: dict, args: argparse.Namespace) -> str:
-    labels = {"a": "(a) 1-row JSON requests, 64 clients",
-              "b": "(b) 1 000-row JSON requests, 4 clients",
-              "c": "(c) 10 000-row requests, 2 clients (Arrow; naive: JSON)"}
-    lines = ["", f"## Serving over HTTP (Ray Serve on 127.0.0.1, 1 replica, POST /v1/score, "
-             "IWAE K = 16)", "",
+    labels = {"a": "(a) score, 1-row JSON requests, 64 clients",
+              "b": "(b) score, 1 000-row JSON requests, 4 clients",
+              "c": "(c) score, 10 000-row requests, 2 clients (Arrow; naive: JSON)",
+              "b-embed": "embed, 1 000-row JSON requests, 4 clients",
+              "c-embed": "embed, 10 000-row requests, 2 clients (Arrow; naive: JSON)"}
+    lines = ["", "## Serving over HTTP (Ray Serve on 127.0.0.1, 1 replica; score = IWAE K = 16)",
+             "",
              f"Command: `.venv/bin/python benchmarks/bench_serving.py --seconds {args.seconds:g}`"
              f" ({platform.machine()}, 2 cores; Ray, the replica, the proxy and the load "
              "generator share them). In-process = `TabularVAE.score` on the same rows in one "
