@@ -29,6 +29,7 @@ from vae_core.calibration import Calibration
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.errors import DataError, ModelFormatError, SchemaError
 from vae_core.module import VAEModule
+from vae_core.row_streams import blockwise, covering_blocks, normal_rows
 from vae_core.schema import infer_schema
 from vae_core.statistics import TableStatistics
 from vae_core.tables import TableLike, as_table
@@ -37,7 +38,9 @@ from vae_core.transform import ColumnTransformer, EncodedTable
 
 INFERENCE_BATCH_ROWS = 8192
 CALIBRATION_ROWS = 20_000  # quantiles up to the 99.9th are stable with this many rows
-SAMPLE_CHUNK_ROWS = 65536
+SAMPLE_CHUNK_ROWS = 65536  # rows decoded back to Arrow at once
+NOISE_BLOCK_ROWS = 256  # IWAE noise is drawn per block of rows (see row_streams)
+SAMPLE_BLOCK_ROWS = 1024  # generated rows likewise
 
 
 def _split_kwargs(kwargs: Mapping) -> tuple[dict, dict]:
@@ -155,27 +158,28 @@ class TabularVAE:
         mu = np.concatenate(mus)
         return (mu, np.concatenate(sigmas)) if return_std else mu
 
-    def _noise(self, segments: Sequence[tuple[int, int]], k: int) -> Iterator[torch.Tensor]:
-        """ε [k, rows, d] in pieces, each segment of rows from its own seeded generator.
+    def _noise(self, segments: Sequence[tuple[int, ...]], k: int) -> Iterator[torch.Tensor]:
+        """ε [k, rows, d] in pieces of about one forward pass each.
 
-        A row's noise depends only on its segment's seed, k and its index in the segment, so
-        requests merged into one forward pass (serving) score exactly as they would alone.
+        A segment is (rows, seed) or (rows, seed, start): rows start..start+rows of the
+        seed's noise stream. A row's noise depends only on its seed, its index in the stream,
+        k and d (see row_streams), so requests merged into one pass (serving) and a table
+        scored in pieces by many workers (batch jobs) score exactly as one call would.
         """
         d = self._require_fitted()[1].latent_dim
-        rows_per_piece = _rows_per_pass(k)
-        for rows, seed in segments:
-            gen = torch.Generator(device=self.device).manual_seed(seed)
-            for start in range(0, rows, rows_per_piece):
-                yield torch.randn((k, min(rows_per_piece, rows - start), d), generator=gen,
-                                  device=self.device)
+        step = max(NOISE_BLOCK_ROWS, _rows_per_pass(k) // NOISE_BLOCK_ROWS * NOISE_BLOCK_ROWS)
+        for rows, seed, start in _segments(segments):
+            for piece, first, stop in covering_blocks(start, rows, step):
+                yield normal_rows(seed, piece * step + first, stop - first, k, d, self.device,
+                                  NOISE_BLOCK_ROWS)
 
     @torch.inference_mode()
-    def _importance(self, enc: EncodedTable, k: int, segments: Sequence[tuple[int, int]]
+    def _importance(self, enc: EncodedTable, k: int, segments: Sequence[tuple[int, ...]]
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log p̂(x) by IWAE, ELBO by the mean log-weight, per-column −log p(x_col|z))."""
         _, module = self._require_fitted()
-        if sum(rows for rows, _ in segments) != len(enc.x):
-            raise ValueError(f"segments cover {sum(r for r, _ in segments)} rows, the table "
+        if sum(seg[0] for seg in segments) != len(enc.x):
+            raise ValueError(f"segments cover {sum(seg[0] for seg in segments)} rows, the table "
                              f"has {len(enc.x)}")
         log_px, elbo, nll = [], [], []
         offset, pending = 0, []
@@ -202,7 +206,7 @@ class TabularVAE:
 
     def score(self, data: TableLike, iwae_samples: int | None = None, seed: int = 0,
               top_k: int = 3, per_column: bool = False,
-              segments: Sequence[tuple[int, int]] | None = None) -> pa.Table:
+              segments: Sequence[tuple[int, ...]] | None = None) -> pa.Table:
         """Per-row anomaly scores, as an Arrow table (id columns first when the input has them):
 
         * ``elbo``: the evidence lower bound (K-sample mean of log-weights, β = 1);
@@ -214,7 +218,9 @@ class TabularVAE:
         * with ``per_column``, ``nll_<column>`` for every modelled column.
         Deterministic for a given ``seed``. ``segments``, a list of (rows, seed) covering the
         table, scores concatenated requests in one pass: each segment's rows get exactly the
-        result that scoring them alone with their seed would give.
+        result that scoring them alone with their seed would give. A segment (rows, seed,
+        start) continues a longer table: its rows score as rows start..start+rows of that
+        table scored with that seed would (batch jobs score a file in pieces this way).
         """
         transformer, _ = self._require_fitted()
         table = as_table(data)
@@ -244,37 +250,65 @@ class TabularVAE:
         return pa.table(columns)
 
     def sample(self, n: int, conditions: TableLike | Mapping | None = None,
-               seed: int | None = None) -> pa.Table:
+               seed: int | None = None, start: int = 0) -> pa.Table:
         """n synthetic rows with the training table's columns and dtypes.
 
         ``conditions`` (CVAE): a mapping ``{column: value}`` applied to every row, or a table
         of n rows (or one row, repeated). Without it a conditional model draws conditions
         from their training marginals. Id and ignored columns come back null.
+        The rows are rows start..start+n of the seed's stream, so that
+        ``sample(a + b, seed=s)`` equals ``sample(a, seed=s)`` followed by
+        ``sample(b, seed=s, start=a)`` (with the matching condition rows): batch jobs
+        generate in chunks on many workers and get what one call would give.
         """
         transformer, module = self._require_fitted()
-        if n < 0:
-            raise ValueError("n must be ≥ 0")
+        if n < 0 or start < 0:
+            raise ValueError("n and start must be ≥ 0")
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
-        c = self._conditions(n, conditions, np.random.default_rng(seed))
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        parts = []
-        for start in range(0, n, SAMPLE_CHUNK_ROWS):
-            cb = torch.from_numpy(c[start:start + SAMPLE_CHUNK_ROWS]).to(self.device)
-            with torch.inference_mode():
-                x = module.sample(len(cb), cb, gen, self.device)
-            parts.append(transformer.inverse(x.double().cpu().numpy(), cb.double().cpu().numpy(),
+        given = self._condition_rows(n, conditions)
+        used = 0
+
+        @torch.inference_mode()
+        def draw(block_seed: int, block_rows: int, wanted: slice) -> tuple[np.ndarray, ...]:
+            nonlocal used
+            if given is None:
+                c = transformer.draw_conditions(block_rows, np.random.default_rng(block_seed))
+            else:  # rows outside `wanted` only fill the block's shape; their draws are dropped
+                c = np.zeros((block_rows, transformer.c_dim))
+                c[wanted] = given[used:used + wanted.stop - wanted.start]
+                used += wanted.stop - wanted.start
+            gen = torch.Generator(device=self.device).manual_seed(block_seed)
+            cb = torch.from_numpy(c).float().to(self.device)
+            x = module.sample(block_rows, cb, gen, self.device)[wanted]
+            return x.double().cpu().numpy(), c[wanted]
+
+        parts, xs, cs = [], [], []
+
+        def decode() -> None:  # Arrow columns are built SAMPLE_CHUNK_ROWS at a time
+            parts.append(transformer.inverse(np.concatenate(xs), np.concatenate(cs),
                                              generated=True))
+            xs.clear()
+            cs.clear()
+
+        for x, c in blockwise(seed, start, n, SAMPLE_BLOCK_ROWS, draw):
+            xs.append(x)
+            cs.append(c)
+            if sum(map(len, xs)) >= SAMPLE_CHUNK_ROWS:
+                decode()
+        if xs:
+            decode()
         if not parts:
             return transformer.inverse(np.zeros((0, transformer.x_dim)),
                                        np.zeros((0, transformer.c_dim)))
         return pa.concat_tables(parts)
 
-    def _conditions(self, n: int, conditions: TableLike | Mapping | None,
-                    rng: np.random.Generator) -> np.ndarray:
+    def _condition_rows(self, n: int, conditions: TableLike | Mapping | None
+                        ) -> np.ndarray | None:
+        """Encoded condition rows [n, c_dim]; None: draw them from the training marginals."""
         transformer, _ = self._require_fitted()
         wanted = transformer.schema.conditions
         if conditions is None:
-            return transformer.draw_conditions(n, rng)
+            return None
         if not wanted:
             raise SchemaError("this model has no condition columns; sample without conditions")
         if isinstance(conditions, Mapping) and not any(
@@ -324,6 +358,13 @@ class TabularVAE:
             raise ModelFormatError(f"{path}: inconsistent model folder ({e})", str(path)) from e
         vae.module.to(device).eval()
         return vae
+
+
+def _segments(segments: Sequence[tuple[int, ...]]) -> Iterator[tuple[int, int, int]]:
+    """(rows, seed, start) for segments given as (rows, seed) or (rows, seed, start)."""
+    for seg in segments:
+        rows, seed, start = (*seg, 0) if len(seg) == 2 else seg
+        yield int(rows), int(seed), int(start)
 
 
 def _rows_per_pass(k: int) -> int:
