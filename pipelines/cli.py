@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="switch the running app to the version the alias points at now "
                             "(reconfigure: no restart, no dropped request)")
 
+    for action, text in (("embed", "posterior means z_* of every row of a Parquet input"),
+                         ("score", "anomaly scores (ELBO, IWAE log p(x), percentile, flag) of "
+                                   "every row of a Parquet input"),
+                         ("generate", "synthetic rows with the training schema")):
+        batch = sub.add_parser(action, help=f"batch job on Ray Data: {text} → a Parquet folder")
+        add_batch_flags(batch, action)
+
     models = sub.add_parser("models", help="registered models: list, promote")
     models_sub = models.add_subparsers(dest="action", required=True)
     listing = models_sub.add_parser("list", help="versions, aliases and held-out log p(x)")
@@ -65,6 +72,56 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("name")
     promote.add_argument("version")
     return parser
+
+
+def add_batch_flags(parser: argparse.ArgumentParser, action: str) -> None:
+    parser.add_argument("--model", required=True,
+                        help="models:/NAME@ALIAS, models:/NAME/VERSION or a model folder")
+    parser.add_argument("--input", required=action != "generate",
+                        help="Parquet file, folder or glob" + (
+                            "; for generate, condition rows (one output row each)"
+                            if action == "generate" else ""))
+    parser.add_argument("--output", required=True,
+                        help="Parquet folder to write (refused if it exists, see --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output once the new output is complete")
+    parser.add_argument("--seed", type=int, default=0)
+    if action == "score":
+        parser.add_argument("--iwae-samples", type=int, default=None,
+                            help="K for the IWAE log p(x) (default: the model's)")
+        parser.add_argument("--top-k", type=int, default=3,
+                            help="columns listed in top_columns")
+    if action == "embed":
+        parser.add_argument("--return-std", action="store_true",
+                            help="also write the posterior standard deviations zstd_*")
+    if action == "generate":
+        parser.add_argument("--n", type=int, default=None, help="rows to generate")
+        parser.add_argument("--condition", action="append", default=[], metavar="COL=VALUE",
+                            help="fix a condition column (repeatable)")
+    parser.add_argument("--actors", type=int, default=None,
+                        help="model actors (default: half the cluster's CPUs)")
+    parser.add_argument("--gpus-per-actor", type=float, default=0.0)
+    parser.add_argument("--batch-rows", type=int, default=8192,
+                        help="rows per model call")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                        help="join this Ray cluster instead of starting a local one")
+
+
+def _batch(args: argparse.Namespace) -> None:
+    from pipelines.batch import BatchJob, run
+
+    conditions = {}
+    for item in getattr(args, "condition", []):
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--condition {item!r}: expected COL=VALUE")
+        conditions[name] = value
+    job = BatchJob(args.command, args.model, args.output, args.input, getattr(args, "n", None),
+                   conditions, args.seed, getattr(args, "iwae_samples", None),
+                   getattr(args, "top_k", 3), getattr(args, "return_std", False),
+                   args.overwrite, args.actors, args.gpus_per_actor, args.batch_rows,
+                   args.address)
+    run(job, log=lambda s: print(s, flush=True))
 
 
 def _models(args: argparse.Namespace) -> None:
@@ -159,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             print(action[args.action](args.address, args.job_id))
         elif args.command == "serve":
             _serve(args)
+        elif args.command in ("embed", "score", "generate"):
+            _batch(args)
         elif args.command == "models":
             _models(args)
     except Exception as e:

@@ -30,7 +30,7 @@ class ParquetInput:
     rows: int
 
 
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+def resolve_path(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
     return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
@@ -38,7 +38,7 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
 
 def discover(uri: str) -> ParquetInput:
     try:
-        fs, path = _resolve(uri)
+        fs, path = resolve_path(uri)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{uri}: cannot open ({e})") from e
     if any(ch in path for ch in "*?["):  # a glob: match files under its fixed prefix

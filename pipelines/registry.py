@@ -52,6 +52,24 @@ def model_folder(uri: str, dst: Path | None = None) -> Path:
     return folder
 
 
+def resolve(uri: str) -> tuple[Path, str]:
+    """A model folder for ``uri`` and a label naming what was resolved.
+
+    ``uri`` is a model folder, ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` (pinned to
+    the version the alias points at now, so every worker of a job uses the same one) or a
+    ``runs:/`` URI.
+    """
+    if not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:")):
+        return Path(uri), uri
+    from mlflow.tracking import MlflowClient
+
+    name, _, alias = uri[len("models:/"):].partition("@")
+    if uri.startswith("models:/") and alias:
+        version = MlflowClient().get_model_version_by_alias(name, alias).version
+        return model_folder(f"models:/{name}/{version}"), f"{uri} (version {version})"
+    return model_folder(uri), uri
+
+
 def mean_log_px(folder: Path, rows: pa.Table) -> float:
     from vae_core import TabularVAE
 
