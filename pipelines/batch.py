@@ -38,8 +38,8 @@ from vae_core.artifact import META_FILE, WEIGHTS_FILE
 ACTIONS = ("embed", "score", "generate")
 ROW = "__row"  # internal: the row's number in the input (files in name order, then rows)
 ROW_INDEX = "row_index"  # in the output when the model has no id columns
-READ_ROWS = 65_536  # rows per block read from a row group
 GENERATE_CHUNK_ROWS = 65_536  # rows per generate task
+ROWS_PER_FILE = 262_144  # output files of a few MB to a few tens of MB, not one per batch
 SUCCESS = "_SUCCESS"
 
 
@@ -104,14 +104,14 @@ def _pieces(source: dataset.ParquetInput) -> list[_Piece]:
     return pieces
 
 
-def _read_pieces(batch: dict, filesystem: pafs.FileSystem, columns: list[str]
-                 ) -> Iterator[pa.Table]:
+def _read_pieces(batch: dict, filesystem: pafs.FileSystem, columns: list[str],
+                 block_rows: int) -> Iterator[pa.Table]:
     for path, group, start in zip(batch["path"], batch["row_group"], batch["start"], strict=True):
         try:
             with filesystem.open_input_file(str(path)) as handle:
                 reader = pq.ParquetFile(handle)
                 offset = int(start)
-                for record_batch in reader.iter_batches(READ_ROWS, row_groups=[int(group)],
+                for record_batch in reader.iter_batches(block_rows, row_groups=[int(group)],
                                                         columns=columns):
                     rows = np.arange(offset, offset + record_batch.num_rows, dtype=np.int64)
                     offset += record_batch.num_rows
@@ -272,13 +272,24 @@ def _actors(job: BatchJob) -> int:
     return max(1, int(resources.get("CPU", 2)) // 2)  # the rest read and write
 
 
-def run(job: BatchJob, log: Callable[[str], None] = print) -> BatchOutcome:
-    """Run a batch job; the output appears, complete, only when every row is written."""
-    import ray.data
+@dataclass
+class _Plan:
+    """What the driver checked and resolved before any Ray work."""
 
+    fs: pafs.FileSystem
+    final: str  # the output path
+    tmp: str  # the hidden folder written first
+    model_files: dict[str, bytes]
+    label: str  # the model, as resolved (alias → version)
+    source: dataset.ParquetInput | None
+    columns: list[str]  # input columns to read
+    id_columns: list[str]
+    rows: int  # rows the output must have
+
+
+def _plan(job: BatchJob) -> _Plan:
     if job.action not in ACTIONS:
         raise ValueError(f"unknown action '{job.action}' (one of {', '.join(ACTIONS)})")
-    t0 = time.perf_counter()
     fs, final, tmp = _output_paths(job.output, job.overwrite)
     model_files, vae, label = _model(job.model)
     source, columns, id_columns = None, [], []
@@ -289,7 +300,6 @@ def run(job: BatchJob, log: Callable[[str], None] = print) -> BatchOutcome:
     elif job.action != "generate":
         raise ValueError(f"vae {job.action} needs --input PATH (Parquet file or folder)")
     if job.action == "generate":
-        _typed_conditions(vae, job.conditions)
         if job.conditions and job.input:
             raise ValueError("give --condition or condition rows in --input, not both")
         if source and job.n not in (None, source.rows):
@@ -298,16 +308,55 @@ def run(job: BatchJob, log: Callable[[str], None] = print) -> BatchOutcome:
         if not source and not (job.n and job.n >= 1):
             raise ValueError("vae generate needs --n ≥ 1 (or condition rows in --input)")
         vae.sample(1, conditions=_typed_conditions(vae, job.conditions) or None, seed=0)
-    expected = source.rows if source else job.n
+    return _Plan(fs, final, tmp, model_files, label, source, columns, id_columns,
+                 source.rows if source else job.n)
 
+
+def run(job: BatchJob, log: Callable[[str], None] = print) -> BatchOutcome:
+    """Run a batch job; the output appears, complete, only when every row is written."""
+    import ray.data
+
+    t0 = time.perf_counter()
+    plan = _plan(job)
     ray_runtime.init(job.address)
     context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    if source:
-        pieces = _pieces(source)
+    kept_order = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True  # output files in input order
+    try:
+        ds = _dataset(job, plan, log)
+        try:
+            from ray.data import SaveMode
+
+            # OVERWRITE: the folder is ours and fresh; names then need no write UUID.
+            ds.write_parquet(plan.tmp, filesystem=plan.fs, filename_provider=_part_names(),
+                             mode=SaveMode.OVERWRITE, min_rows_per_file=ROWS_PER_FILE)
+            outcome = _finish(job, plan, time.perf_counter() - t0)
+        except BaseException as e:
+            if plan.fs.get_file_info(plan.tmp).type == pafs.FileType.Directory:
+                plan.fs.delete_dir(plan.tmp)
+            raise _user_error(e) from e
+    finally:
+        context.execution_options.preserve_order = kept_order
+    log(outcome.summary())
+    return outcome
+
+
+def _dataset(job: BatchJob, plan: _Plan, log: Callable[[str], None]):
+    """Read (numbered rows, or generate chunks) → model actors, lazily."""
+    import ray.data
+
+    if plan.source:
+        pieces = _pieces(plan.source)
         ds = ray.data.from_items([asdict(p) for p in pieces], override_num_blocks=len(pieces))
-        ds = ds.map_batches(_read_pieces, batch_size=1, batch_format="numpy",
-                            fn_kwargs={"filesystem": source.filesystem, "columns": columns})
+        # Its own CPU share keeps Ray from fusing the read into the actors: fused, one actor
+        # would read a whole row group and compute every batch of it while the others idle.
+        ds = ds.map_batches(_read_pieces, batch_size=1, batch_format="numpy", num_cpus=0.5,
+                            fn_kwargs={"filesystem": plan.source.filesystem,
+                                       "columns": plan.columns,
+                                       "block_rows": job.batch_rows})
+        # Ray coalesces a task's output into ~128 MiB blocks, and one block goes to one
+        # actor: cut them back to one model call each so that every actor gets work.
+        ds = ds.repartition(target_num_rows_per_block=job.batch_rows)
         file_starts = [(p.start, p.path) for p in pieces]
     else:
         chunks = [{"start": s, "rows": min(GENERATE_CHUNK_ROWS, job.n - s)}
@@ -316,28 +365,15 @@ def run(job: BatchJob, log: Callable[[str], None] = print) -> BatchOutcome:
         file_starts = [(0, "(generated)")]
     device = "cuda" if job.gpus_per_actor else "cpu"
     actors = _actors(job)
-    log(f"{job.action}: {expected:,} rows with {label} on {actors} actor(s) ({device}) "
+    log(f"{job.action}: {plan.rows:,} rows with {plan.label} on {actors} actor(s) ({device}) "
         f"→ {job.output}")
-    ds = ds.map_batches(
+    return ds.map_batches(
         ModelActor, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=1,
-        num_gpus=job.gpus_per_actor or None,
-        batch_size=1 if (job.action == "generate" and not source) else job.batch_rows,
-        fn_constructor_kwargs={"model_files": model_files, "job": asdict(job), "device": device,
-                               "file_starts": file_starts, "id_columns": id_columns})
-    try:
-        from ray.data import SaveMode
-
-        # OVERWRITE: the folder is ours and fresh; it lets the names go without a write UUID.
-        ds.write_parquet(tmp, filesystem=fs, filename_provider=_part_names(),
-                         mode=SaveMode.OVERWRITE)
-        outcome = _finish(job, fs, tmp, final, expected, label, time.perf_counter() - t0)
-    except BaseException as e:
-        if fs.get_file_info(tmp).type == pafs.FileType.Directory:
-            fs.delete_dir(tmp)
-        raise _user_error(e) from e
-    log(outcome.summary())
-    return outcome
+        num_cpus=1, num_gpus=job.gpus_per_actor or None,
+        batch_size=job.batch_rows if plan.source else 1,
+        fn_constructor_kwargs={"model_files": plan.model_files, "job": asdict(job),
+                               "device": device, "file_starts": file_starts,
+                               "id_columns": plan.id_columns})
 
 
 _RAISED_IN_A_WORKER = re.compile(
@@ -353,9 +389,9 @@ def _user_error(e: BaseException) -> BaseException:
     return {"DataError": DataError, "SchemaError": SchemaError}.get(kind, ValueError)(message)
 
 
-def _finish(job: BatchJob, fs: pafs.FileSystem, tmp: str, final: str, expected: int,
-            label: str, seconds: float) -> BatchOutcome:
+def _finish(job: BatchJob, plan: _Plan, seconds: float) -> BatchOutcome:
     """Check the rows, mark the folder complete and move it into place."""
+    fs, tmp, final = plan.fs, plan.tmp, plan.final
     files = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(tmp))
                    if i.path.endswith(".parquet"))
     written = 0
@@ -367,9 +403,10 @@ def _finish(job: BatchJob, fs: pafs.FileSystem, tmp: str, final: str, expected: 
             if anomalies is not None:
                 flags = parquet.read(columns=["is_anomaly"]).column(0)
                 anomalies += int(np.count_nonzero(flags.to_numpy()))
-    if written != expected:
-        raise RuntimeError(f"the job wrote {written} rows, expected {expected}; output discarded")
-    outcome = BatchOutcome(job.action, label, job.output, written, len(files), seconds,
+    if written != plan.rows:
+        raise RuntimeError(f"the job wrote {written} rows, expected {plan.rows}; "
+                           "output discarded")
+    outcome = BatchOutcome(job.action, plan.label, job.output, written, len(files), seconds,
                            anomalies)
     with fs.open_output_stream(f"{tmp}/{SUCCESS}") as out:
         out.write(json.dumps({**asdict(outcome), "job": asdict(job)}, indent=1).encode())
