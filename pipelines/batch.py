@@ -7,8 +7,9 @@
 
 Every row gets what one in-process ``TabularVAE`` call on the whole input gives it: the IWAE
 noise and the generated rows are addressed by row number (vae_core.row_streams), so neither
-depends on how Ray cuts the input into batches. Order is preserved: the output files, read
-in name order, hold the rows in input order.
+depends on how Ray cuts the input into batches. Every output row carries ``row_index``, its
+row number in the input (or in the generated stream): Ray Data writes blocks as they finish,
+so the files are not in input order (even ``preserve_order`` reordered rows in our tests).
 
 Everything that can be checked without Ray is checked first (output path, model, input
 files and schema, conditions), so a typo fails in seconds with one line naming the culprit.
@@ -37,7 +38,7 @@ from vae_core.artifact import META_FILE, WEIGHTS_FILE
 
 ACTIONS = ("embed", "score", "generate")
 ROW = "__row"  # internal: the row's number in the input (files in name order, then rows)
-ROW_INDEX = "row_index"  # in the output when the model has no id columns
+ROW_INDEX = "row_index"  # in every output: the row's number in the input
 GENERATE_CHUNK_ROWS = 65_536  # rows per generate task
 ROWS_PER_FILE = 262_144  # output files of a few MB to a few tens of MB, not one per batch
 SUCCESS = "_SUCCESS"
@@ -144,17 +145,19 @@ class ModelActor:
         self.conditions = _typed_conditions(self.vae, self.job.conditions)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.column(ROW).to_numpy()
-        table = batch.drop_columns([ROW])
+        if ROW in batch.column_names:
+            rows, table = batch.column(ROW).to_numpy(), batch.drop_columns([ROW])
+        else:  # generate without condition rows: chunks {start, rows} of the seed's stream
+            rows = np.concatenate([np.arange(s, s + n) for s, n in zip(
+                batch.column("start").to_numpy(), batch.column("rows").to_numpy(), strict=True)])
+            table = None
         try:
             out = self._compute(table, _runs(rows))
         except (DataError, SchemaError) as e:
             raise self._located(e, table, rows) from e
-        if not self.id_columns and self.job.action != "generate":
-            out = out.add_column(0, ROW_INDEX, pa.array(rows))
-        return out
+        return out.add_column(0, ROW_INDEX, pa.array(rows))
 
-    def _compute(self, table: pa.Table, runs: list[tuple[int, int, int]]) -> pa.Table:
+    def _compute(self, table: pa.Table | None, runs: list[tuple[int, int, int]]) -> pa.Table:
         job, vae = self.job, self.vae
         if job.action == "score":
             return vae.score(table, iwae_samples=job.iwae_samples, top_k=job.top_k,
@@ -167,15 +170,10 @@ class ModelActor:
             if sigma is not None:
                 columns |= {f"zstd_{i}": pa.array(sigma[:, i]) for i in range(sigma.shape[1])}
             return pa.table(columns)
-        # generate: the rows are either chunks (start, rows) or condition rows
-        if not job.input:
-            return pa.concat_tables(
-                vae.sample(int(n), conditions=self.conditions or None, seed=job.seed,
-                           start=int(start))
-                for start, n in zip(table.column("start").to_numpy(),
-                                    table.column("rows").to_numpy(), strict=True))
-        return pa.concat_tables(
-            vae.sample(n, conditions=table.slice(offset, n), seed=job.seed, start=first)
+        return pa.concat_tables(  # generate: rows first… of the seed's stream, per run
+            vae.sample(n, seed=job.seed, start=first,
+                       conditions=(self.conditions or None) if table is None
+                       else table.slice(offset, n))
             for offset, n, first in runs)
 
     def _located(self, error: DataError | SchemaError, table: pa.Table, rows: np.ndarray
@@ -214,7 +212,7 @@ def _typed_conditions(vae: TabularVAE, conditions: dict[str, str]) -> dict[str, 
 
 
 def _part_names():
-    """part-000000.parquet, … in task order: with order preserved, that is input order."""
+    """part-000000.parquet, part-000001.parquet, …"""
     from ray.data.datasource import FilenameProvider
 
     class PartNames(FilenameProvider):
@@ -259,6 +257,17 @@ def _check_input(vae: TabularVAE, source: dataset.ParquetInput, action: str) -> 
     wanted = schema.conditions if action == "generate" else (
         schema.ids + schema.features + schema.conditions)
     return [s.name for s in wanted if s.name in source.schema.names]
+
+
+def _block_bytes(source: dataset.ParquetInput | None, rows: int) -> int:
+    """Bytes of ``rows`` input rows in memory, from the Parquet footers; within 1–128 MiB."""
+    per_row = 256.0  # generate: conditions and the generated rows are narrow
+    if source:
+        with source.filesystem.open_input_file(source.files[0]) as handle:
+            meta = pq.ParquetFile(handle).metadata
+        groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+        per_row = sum(g.total_byte_size for g in groups) / max(1, sum(g.num_rows for g in groups))
+    return int(min(128 * 2**20, max(2**20, per_row * rows)))
 
 
 def _actors(job: BatchJob) -> int:
@@ -320,8 +329,11 @@ def run(job: BatchJob, log: Callable[[str], None] = print) -> BatchOutcome:
     plan = _plan(job)
     ray_runtime.init(job.address)
     context = ray.data.DataContext.get_current()
-    kept_order = context.execution_options.preserve_order
-    context.execution_options.preserve_order = True  # output files in input order
+    kept = context.target_max_block_size
+    # Ray coalesces a task's output into blocks of up to 128 MiB, and one block goes to one
+    # actor: blocks of about one model call each give every actor work. (Ray's streaming
+    # repartition would cut blocks by rows, but it does not keep their order.)
+    context.target_max_block_size = _block_bytes(plan.source, job.batch_rows)
     try:
         ds = _dataset(job, plan, log)
         try:
@@ -336,7 +348,7 @@ def run(job: BatchJob, log: Callable[[str], None] = print) -> BatchOutcome:
                 plan.fs.delete_dir(plan.tmp)
             raise _user_error(e) from e
     finally:
-        context.execution_options.preserve_order = kept_order
+        context.target_max_block_size = kept
     log(outcome.summary())
     return outcome
 
@@ -354,9 +366,6 @@ def _dataset(job: BatchJob, plan: _Plan, log: Callable[[str], None]):
                             fn_kwargs={"filesystem": plan.source.filesystem,
                                        "columns": plan.columns,
                                        "block_rows": job.batch_rows})
-        # Ray coalesces a task's output into ~128 MiB blocks, and one block goes to one
-        # actor: cut them back to one model call each so that every actor gets work.
-        ds = ds.repartition(target_num_rows_per_block=job.batch_rows)
         file_starts = [(p.start, p.path) for p in pieces]
     else:
         chunks = [{"start": s, "rows": min(GENERATE_CHUNK_ROWS, job.n - s)}
