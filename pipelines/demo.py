@@ -87,6 +87,18 @@ def run_job(epochs: int) -> None:
     print("7. loaded models:/adult-demo@champion from the registry; scores of 5 test rows: "
           f"{[round(v, 2) for v in scores.column('score').to_pylist()]}")
     print(f"   MLflow run {outcome.run_id}; `vae models list` shows the versions")
+    run_batch()
+
+
+def run_batch() -> None:
+    from pipelines.batch import BatchJob, run
+
+    out = "out/demo-scores"
+    print(f"8. batch job (Ray Data): vae score --model models:/adult-demo@champion --input "
+          f"{adult_path('test')} --output {out}")
+    outcome = run(BatchJob("score", "models:/adult-demo@champion", out, str(adult_path("test")),
+                           overwrite=True), log=lambda s: None)
+    print("  ", outcome.summary())
 
 
 def run_serving(port: int = 8000) -> None:
@@ -102,7 +114,7 @@ def run_serving(port: int = 8000) -> None:
     deployment.deploy(deployment.serve_config(uri, version, port=port,
                                               tracking_uri=tracking.tracking_uri()))
     url = f"http://127.0.0.1:{port}"
-    print(f"8. serving {uri} (version {version}) at {url} with Ray Serve "
+    print(f"9. serving {uri} (version {version}) at {url} with Ray Serve "
           f"(up in {time.perf_counter() - t0:.0f} s)")
     try:
         rows = load_adult("test").slice(0, 3).to_pylist()
