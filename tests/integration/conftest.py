@@ -1,9 +1,12 @@
-"""Real components: an `mlflow server` process on 127.0.0.1 and one local Ray per session."""
+"""Real components: an `mlflow server` process on 127.0.0.1 (its registry in a PostgreSQL
+server started here when one is installed, else SQLite) and one local Ray per session."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -20,8 +23,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _postgres_bin() -> Path | None:
+    for bindir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (bindir / "postgres").is_file():
+            return bindir
+    found = shutil.which("postgres")
+    return Path(found).parent if found else None
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
+def postgres_uri():
+    """A throwaway PostgreSQL on 127.0.0.1 for MLflow's backend store; None if not installed.
+
+    `.ci/run` installs PostgreSQL and sets VAE_TEST_POSTGRES=required, so CI never falls
+    back to SQLite silently.
+    """
+    bindir = _postgres_bin()
+    if bindir is None:
+        if os.environ.get("VAE_TEST_POSTGRES") == "required":
+            raise RuntimeError("VAE_TEST_POSTGRES=required but no PostgreSQL server is installed")
+        yield None
+        return
+    data = Path(tempfile.mkdtemp(prefix="vae-pg-"))
+    as_postgres = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(data, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+
+    def run(*cmd) -> None:
+        subprocess.run([*as_postgres, *map(str, cmd)], check=True, capture_output=True)
+
+    run(bindir / "initdb", "-D", data / "db", "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    run(bindir / "pg_ctl", "-D", data / "db", "-l", data / "server.log", "-w", "-o",
+        f"-p {port} -h 127.0.0.1 -k {data}", "start")
+    run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "mlflow")
+    yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    run(bindir / "pg_ctl", "-D", data / "db", "-m", "fast", "stop")
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory, postgres_uri):
+    """`mlflow server` with served artifacts (clients see mlflow-artifacts: URIs)."""
     root = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -29,8 +73,8 @@ def mlflow_server(tmp_path_factory):
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts")],
+         "--backend-store-uri", postgres_uri or f"sqlite:///{root / 'mlflow.db'}",
+         "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while True:

@@ -63,6 +63,28 @@ def post(server, path, **kwargs):
     return httpx.post(server["url"] + path, headers=headers, timeout=60, **kwargs)
 
 
+def test_the_registry_lives_in_postgres_and_artifacts_go_through_the_server(
+        versions, mlflow_server, postgres_uri):
+    """Train → register → load by alias → serve → score ran against this server: its
+    registry is in PostgreSQL (CI requires it) and the artifacts are proxied by it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    assert client.get_run(version.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+    if postgres_uri is None:
+        pytest.skip("no PostgreSQL server installed here (CI installs one)")
+    import psycopg2
+
+    with psycopg2.connect(postgres_uri) as db, db.cursor() as cur:
+        cur.execute("SELECT version FROM model_versions WHERE name = %s ORDER BY version",
+                    (MODEL,))
+        assert [row[0] for row in cur.fetchall()] == [1, 2]
+        cur.execute("SELECT version FROM registered_model_aliases WHERE name = %s AND "
+                    "alias = 'champion'", (MODEL,))
+        assert cur.fetchone() == (int(version.version),)
+
+
 def test_http_results_equal_in_process(server, versions, adult_test):
     vae = versions["1"]
     rows = adult_test.slice(0, 30)
