@@ -22,7 +22,7 @@ COPY pyproject.toml README.md ./
 COPY vae_core vae_core
 COPY pipelines pipelines
 COPY serving serving
-RUN pip install . "psycopg2-binary>=2.9"
+RUN pip install . "psycopg[binary]>=3.2"
 
 FROM python:${PYTHON_VERSION}-slim
 LABEL org.opencontainers.image.title="vae-tables" \

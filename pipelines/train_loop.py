@@ -102,7 +102,8 @@ def train_loop(cfg: dict) -> None:
 
     for epoch in range(start_epoch, train_cfg.epochs):
         module.train()
-        t0, sums = time.perf_counter(), [0.0, 0.0, 0.0, 0.0]  # loss, recon, kl, rows
+        # loss, recon, kl, rows, then β-TCVAE's MI, TC, dim-wise KL (zeros otherwise)
+        t0, sums = time.perf_counter(), [0.0] * 7
         i = 0
         # Ray Data hands over large chunks (its per-batch cost is fixed, ~ms); the loop cuts
         # them into shuffled minibatches. Block order is shuffled per epoch in dataset.py.
@@ -116,11 +117,12 @@ def train_loop(cfg: dict) -> None:
                 # bf16 autocast on GPU; the likelihood is computed in float32 (see module).
                 with torch.autocast("cuda", dtype=torch.bfloat16,
                                     enabled=device.type == "cuda"):
-                    out = train_step(model, opt, x, c, kl_weight, train_cfg)
+                    out = train_step(model, opt, x, c, kl_weight, train_cfg, cfg["train_rows"])
                 n = len(x)
-                sums = [sums[0] + float(out.loss.detach()) * n,
-                        sums[1] + float(out.reconstruction) * n, sums[2] + float(out.kl) * n,
-                        sums[3] + n]
+                terms = out.kl_terms.tolist() if out.kl_terms is not None else [0.0] * 3
+                sums = [a + b for a, b in zip(sums, [
+                    float(out.loss.detach()) * n, float(out.reconstruction) * n,
+                    float(out.kl) * n, n, *(t * n for t in terms)], strict=True)]
                 i += 1
         seconds = time.perf_counter() - t0
         lr = opt.param_groups[0]["lr"]
@@ -139,20 +141,26 @@ def train_loop(cfg: dict) -> None:
                     iwae_sum += float(module.iwae(x, c, train_cfg.iwae_samples,
                                                   generator=gen).sum())
                     iwae_rows += len(x)
-        loss, recon, kl, rows, val_sum, val_rows, iwae_sum, iwae_rows, seconds_sum = _all_reduce(
-            [*sums, val_sum, val_rows, iwae_sum, iwae_rows, seconds], device)
+        (loss, recon, kl, rows, mi, tc, dim_kl, val_sum, val_rows, iwae_sum, iwae_rows,
+         seconds_sum) = _all_reduce([*sums, val_sum, val_rows, iwae_sum, iwae_rows, seconds],
+                                    device)
+        kl_terms = ([mi / rows, tc / rows, dim_kl / rows] if train_cfg.tc_weights
+                    else [None] * 3)
         val_elbo = val_sum / val_rows if val_rows else None
         best = stopper.update(val_elbo, module) if val_elbo is not None else False
         report = EpochReport(epoch + 1, train_cfg.epochs, loss / rows, recon / rows, kl / rows,
                              val_elbo, train_cfg.kl_weight(epoch + 1), lr,
-                             rows / (seconds_sum / world), best)  # mean epoch time of ranks
+                             rows / (seconds_sum / world), best,  # mean epoch time of ranks
+                             *kl_terms)
         history.append(report)
         metrics = {"epoch": epoch + 1, "train_loss": report.train_loss,
                    "train_reconstruction": report.train_reconstruction,
                    "train_kl": report.train_kl, "kl_weight": report.kl_weight,
                    "learning_rate": lr, "rows_per_second": report.rows_per_second,
                    **({"val_elbo": val_elbo, "val_iwae": iwae_sum / iwae_rows}
-                      if val_elbo is not None else {})}
+                      if val_elbo is not None else {}),
+                   **({"train_mi": kl_terms[0], "train_tc": kl_terms[1],
+                       "train_dim_kl": kl_terms[2]} if train_cfg.tc_weights else {})}
         if rank == 0 and cfg.get("progress"):
             print(f"epoch {epoch + 1:3d}/{train_cfg.epochs}  loss {report.train_loss:9.3f}  "
                   f"KL {report.train_kl:6.2f}  val ELBO {val_elbo or float('nan'):9.3f}  "

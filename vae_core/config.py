@@ -38,6 +38,9 @@ class ModelConfig:
         return _from_dict(cls, {**d, "columns": dict(d.get("columns", {}))}, "model")
 
 
+OBJECTIVES = ("elbo", "tcvae")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 60
@@ -52,6 +55,23 @@ class TrainConfig:
     early_stopping_patience: int = 10  # epochs without validation ELBO improvement; 0 disables
     seed: int = 0
     iwae_samples: int = 16  # K for log p(x) in scoring and calibration
+    # "elbo": VAE / β-VAE. "tcvae": β-TCVAE, the KL split into index-code mutual information,
+    # total correlation and dimension-wise KL, weighted by tc_alpha, tc_beta, tc_gamma (and
+    # all three by the warm-up ramp and beta).
+    objective: str = "elbo"
+    tc_alpha: float = 1.0
+    tc_beta: float = 6.0
+    tc_gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective '{self.objective}' is not one of "
+                             f"{', '.join(OBJECTIVES)}")
+
+    @property
+    def tc_weights(self) -> tuple[float, float, float] | None:
+        return ((self.tc_alpha, self.tc_beta, self.tc_gamma) if self.objective == "tcvae"
+                else None)
 
     def kl_weight(self, epoch: float) -> float:
         if self.kl_warmup_epochs <= 0:

@@ -34,6 +34,7 @@ class LossOutput(NamedTuple):
     loss: torch.Tensor  # scalar to minimise
     reconstruction: torch.Tensor  # mean over rows of −E_q[log p(x|z)]
     kl: torch.Tensor  # mean over rows of KL(q ‖ p), unweighted
+    kl_terms: torch.Tensor | None = None  # β-TCVAE: [MI, TC, dimension-wise KL], batch means
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -175,12 +176,38 @@ class VAEModule(nn.Module):
         return self.likelihood.log_prob(x, self.decode(z, c))
 
     # -- bounds ----------------------------------------------------------------------------
+    def _posterior_sample(self, x: torch.Tensor, c: torch.Tensor,
+                          generator: torch.Generator | None = None) -> tuple[Normal, torch.Tensor]:
+        q = self.posterior(x, c)
+        return q, q.loc + q.scale * torch.randn(q.loc.shape, generator=generator, device=x.device)
+
     def elbo_terms(self, x: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row, per-column log p(x_col | z) with z ~ q (one sample) and per-row, per-dim KL."""
-        q = self.posterior(x, c)
-        z = q.loc + q.scale * torch.randn(q.loc.shape, generator=generator, device=x.device)
+        q, z = self._posterior_sample(x, c, generator)
         return self.column_log_likelihood(x, z, c), kl_divergence(q, self.prior(z))
+
+    def kl_decomposition(self, q: Normal, z: torch.Tensor, dataset_size: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """β-TCVAE's split of log q(z|x) − log p(z), per row (Chen et al. 2018):
+
+            index-code MI  = log q(z|x) − log q(z)
+            total corr.    = log q(z) − Σ_d log q(z_d)
+            dim-wise KL    = Σ_d log q(z_d) − log p(z)
+
+        The aggregate posterior q(z) = 1/N Σ_n q(z|x_n) and its marginals q(z_d) are
+        estimated on the batch by minibatch-weighted sampling: log q(z_i) ≈
+        logsumexp_j log q(z_i | x_j) − log(B·N). The three terms sum to the one-sample KL
+        estimate exactly, so their expectation is KL(q(z|x) ‖ p(z)).
+        """
+        batch = z.shape[0]
+        pairs = Normal(q.loc.unsqueeze(0), q.scale.unsqueeze(0)).log_prob(z.unsqueeze(1))
+        log_norm = math.log(batch * dataset_size)  # pairs[i, j, d] = log q(z_i,d | x_j)
+        log_qz = torch.logsumexp(pairs.sum(-1), dim=1) - log_norm
+        log_qz_product = (torch.logsumexp(pairs, dim=1) - log_norm).sum(-1)
+        log_qz_x = q.log_prob(z).sum(-1)
+        log_pz = self.prior(z).log_prob(z).sum(-1)
+        return log_qz_x - log_qz, log_qz - log_qz_product, log_qz_product - log_pz
 
     def elbo(self, x: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None
              ) -> torch.Tensor:
@@ -220,16 +247,29 @@ class VAEModule(nn.Module):
 
     # -- training ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, c: torch.Tensor, kl_weight: float = 1.0,
-                free_bits: float = 0.0) -> LossOutput:
+                free_bits: float = 0.0, tc_weights: tuple[float, float, float] | None = None,
+                dataset_size: int | None = None) -> LossOutput:
         """Training loss: −(E_q log p(x|z) − kl_weight · KL), batch mean.
 
         ``free_bits`` (nats per latent dimension, batch-averaged, Kingma et al. 2016) stops
         the optimiser from pushing a dimension's KL below that floor, against posterior
         collapse. It changes the loss only; reported KL is the true one.
+
+        ``tc_weights`` = (α, β, γ) makes it β-TCVAE: the KL is replaced by
+        α·MI + β·TC + γ·dim-wise KL (see kl_decomposition), ``dataset_size`` being the N of
+        the aggregate posterior (the training rows; default: the batch).
         """
-        log_px_z, kl = self.elbo_terms(x, c)
+        q, z = self._posterior_sample(x, c)
+        log_px_z = self.column_log_likelihood(x, z, c)
+        kl = kl_divergence(q, self.prior(z))
         reconstruction = -log_px_z.sum(-1).mean()
         kl_per_dim = kl.mean(0)
+        if tc_weights is not None:
+            terms = torch.stack([t.mean() for t in self.kl_decomposition(
+                q, z, dataset_size or len(x))])
+            penalty = (terms * terms.new_tensor(tc_weights)).sum()
+            return LossOutput(reconstruction + kl_weight * penalty, reconstruction.detach(),
+                              kl_per_dim.sum().detach(), terms.detach())
         kl_penalty = kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl_per_dim.sum()
         return LossOutput(reconstruction + kl_weight * kl_penalty, reconstruction.detach(),
                           kl_per_dim.sum().detach())

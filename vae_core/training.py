@@ -33,6 +33,10 @@ class EpochReport:
     learning_rate: float
     rows_per_second: float
     best: bool  # this epoch's weights are the best so far
+    # β-TCVAE only: the KL's parts, per-row means (they sum to train_kl up to sampling)
+    train_mi: float | None = None
+    train_tc: float | None = None
+    train_dim_kl: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,9 +53,11 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c: torch.Tensor,
-               kl_weight: float, cfg: TrainConfig) -> LossOutput:
+               kl_weight: float, cfg: TrainConfig, dataset_size: int | None = None
+               ) -> LossOutput:
+    """One optimiser step; ``dataset_size`` is β-TCVAE's N (the training rows)."""
     opt.zero_grad(set_to_none=True)
-    out: LossOutput = model(x, c, kl_weight, cfg.free_bits)
+    out: LossOutput = model(x, c, kl_weight, cfg.free_bits, cfg.tc_weights, dataset_size)
     out.loss.backward()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -120,6 +126,10 @@ def minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[n
         yield order[start:start + batch_size]
 
 
+def _kl_terms(out: LossOutput) -> list[float]:
+    return out.kl_terms.tolist() if out.kl_terms is not None else [0.0, 0.0, 0.0]
+
+
 def fit_module(module: VAEModule, x: np.ndarray, c: np.ndarray, x_val: np.ndarray,
                c_val: np.ndarray, cfg: TrainConfig,
                progress: Callable[[EpochReport], None] | None = None) -> list[EpochReport]:
@@ -134,21 +144,23 @@ def fit_module(module: VAEModule, x: np.ndarray, c: np.ndarray, x_val: np.ndarra
     history = []
     for epoch in range(cfg.epochs):
         module.train()
-        t0, sums = time.perf_counter(), np.zeros(3)
+        t0, sums = time.perf_counter(), np.zeros(6)  # loss, recon, kl, MI, TC, dim-wise KL
         for i, idx in enumerate(minibatches(len(x), cfg.batch_size, rng)):
             kl_weight = cfg.kl_weight(epoch + i / n_batches)
             rows = torch.from_numpy(idx).to(device)
-            out = train_step(module, opt, xt[rows], ct[rows], kl_weight, cfg)
-            sums += [float(out.loss.detach()) * len(idx), float(out.reconstruction) * len(idx),
-                     float(out.kl) * len(idx)]
+            out = train_step(module, opt, xt[rows], ct[rows], kl_weight, cfg, len(x))
+            sums += len(idx) * np.array([float(out.loss.detach()), float(out.reconstruction),
+                                         float(out.kl), *_kl_terms(out)])
         seconds = time.perf_counter() - t0
         lr = opt.param_groups[0]["lr"]
         schedule.step()
         module.eval()
         val = mean_elbo(module, x_val, c_val) if len(x_val) else None
         best = stopper.update(val, module) if val is not None else False
-        report = EpochReport(epoch + 1, cfg.epochs, *(sums / len(x)).tolist(), val,
-                             cfg.kl_weight(epoch + 1), lr, len(x) / seconds, best)
+        means = (sums / len(x)).tolist()
+        report = EpochReport(epoch + 1, cfg.epochs, *means[:3], val, cfg.kl_weight(epoch + 1),
+                             lr, len(x) / seconds, best,
+                             *(means[3:] if cfg.tc_weights else [None] * 3))
         history.append(report)
         if progress:
             progress(report)

@@ -74,9 +74,9 @@ def test_the_registry_lives_in_postgres_and_artifacts_go_through_the_server(
     assert client.get_run(version.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
     if postgres_uri is None:
         pytest.skip("no PostgreSQL server installed here (CI installs one)")
-    import psycopg2
+    import psycopg
 
-    with psycopg2.connect(postgres_uri) as db, db.cursor() as cur:
+    with psycopg.connect(postgres_uri) as db, db.cursor() as cur:
         cur.execute("SELECT version FROM model_versions WHERE name = %s ORDER BY version",
                     (MODEL,))
         assert [row[0] for row in cur.fetchall()] == [1, 2]
