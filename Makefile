@@ -34,6 +34,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_training.py --rows 1000000 --epochs 2 --out benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_serving.py --seconds 15 --out benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_batch.py --score-rows 300000 --embed-rows 500000,5000000 --out benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/bench_disentanglement.py --seeds 0,1,2 --out benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache
