@@ -18,7 +18,8 @@ def module(latent_dim: int) -> VAEModule:
     return VAEModule([Span("x", "numeric", 0, 2)], x_dim=2, latent_dim=latent_dim, hidden=(4,))
 
 
-def test_the_three_terms_sum_to_the_kl_within_sampling_error():
+@pytest.mark.parametrize("estimator", ["mws", "mss"])
+def test_the_three_terms_sum_to_the_kl_within_sampling_error(estimator):
     torch.manual_seed(0)
     m = module(4)
     q = Normal(torch.randn(256, 4), torch.rand(256, 4) * 0.9 + 0.1)
@@ -26,7 +27,7 @@ def test_the_three_terms_sum_to_the_kl_within_sampling_error():
     sums = []
     for _ in range(200):
         z = q.rsample()
-        mi, tc, dim_kl = m.kl_decomposition(q, z, dataset_size=10_000)
+        mi, tc, dim_kl = m.kl_decomposition(q, z, dataset_size=10_000, estimator=estimator)
         per_row = mi + tc + dim_kl
         # per sample, the split is exact: the terms telescope to log q(z|x) − log p(z)
         torch.testing.assert_close(per_row, q.log_prob(z).sum(-1) - Normal(0.0, 1.0)
@@ -49,17 +50,26 @@ def test_the_estimator_in_closed_form_when_the_posterior_is_the_prior():
         torch.testing.assert_close(term, expected.expand(64), atol=1e-4, rtol=0)
 
 
-def test_total_correlation_tracks_the_dependence_between_latent_dimensions():
+def test_the_stratified_estimator_is_exact_when_the_posterior_is_the_prior():
+    """With weights summing to one, q̂(z) = p(z) exactly, so every term vanishes."""
+    m = module(3)
+    q = Normal(torch.zeros(64, 3), torch.ones(64, 3))
+    for term in m.kl_decomposition(q, q.sample(), dataset_size=5000, estimator="mss"):
+        torch.testing.assert_close(term, torch.zeros(64), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("estimator", ["mws", "mss"])
+def test_total_correlation_tracks_the_dependence_between_latent_dimensions(estimator):
     """Aggregate posteriors from the same means, once independent across the two dimensions
     and once tied (z₁ and z₂ share the mean): the tied one is a Gaussian with correlation
-    ρ = 1/(1+σ²), whose TC is −½·log(1−ρ²). MWS's bias is shared by the two, so the
-    difference of the estimates must match the closed form."""
+    ρ = 1/(1+σ²), whose TC is −½·log(1−ρ²). An estimator's bias is shared by the two, so
+    the difference of the estimates must match the closed form."""
     torch.manual_seed(1)
     m, b, sigma = module(2), 2048, 0.05
     means = torch.randn(b, 2)
     independent = Normal(means, torch.full((b, 2), sigma))
     tied = Normal(means[:, :1].expand(-1, 2), torch.full((b, 2), sigma))
-    tc = {name: m.kl_decomposition(q, q.sample(), b)[1].mean()
+    tc = {name: m.kl_decomposition(q, q.sample(), b, estimator)[1].mean()
           for name, q in (("independent", independent), ("tied", tied))}
     rho = 1 / (1 + sigma**2)
     exact = -0.5 * torch.log(torch.tensor(1 - rho**2))
@@ -71,6 +81,8 @@ def test_objective_is_checked():
         TrainConfig(objective="tc")
     assert TrainConfig().tc_weights is None
     assert TrainConfig(objective="tcvae", tc_beta=4.0).tc_weights == (1.0, 4.0, 1.0)
+    with pytest.raises(ValueError, match="tc_estimator 'x' is not mws or mss"):
+        TrainConfig(tc_estimator="x")
 
 
 def test_a_tcvae_fits_reports_its_terms_and_round_trips(adult_train, adult_test, tmp_path):

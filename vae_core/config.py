@@ -62,11 +62,14 @@ class TrainConfig:
     tc_alpha: float = 1.0
     tc_beta: float = 6.0
     tc_gamma: float = 1.0
+    tc_estimator: str = "mws"  # of the aggregate posterior: "mws" (Chen et al.'s) or "mss"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective '{self.objective}' is not one of "
                              f"{', '.join(OBJECTIVES)}")
+        if self.tc_estimator not in ("mws", "mss"):
+            raise ValueError(f"tc_estimator '{self.tc_estimator}' is not mws or mss")
 
     @property
     def tc_weights(self) -> tuple[float, float, float] | None:

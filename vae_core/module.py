@@ -187,7 +187,8 @@ class VAEModule(nn.Module):
         q, z = self._posterior_sample(x, c, generator)
         return self.column_log_likelihood(x, z, c), kl_divergence(q, self.prior(z))
 
-    def kl_decomposition(self, q: Normal, z: torch.Tensor, dataset_size: int
+    def kl_decomposition(self, q: Normal, z: torch.Tensor, dataset_size: int,
+                         estimator: str = "mws"
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """β-TCVAE's split of log q(z|x) − log p(z), per row (Chen et al. 2018):
 
@@ -196,18 +197,34 @@ class VAEModule(nn.Module):
             dim-wise KL    = Σ_d log q(z_d) − log p(z)
 
         The aggregate posterior q(z) = 1/N Σ_n q(z|x_n) and its marginals q(z_d) are
-        estimated on the batch by minibatch-weighted sampling: log q(z_i) ≈
-        logsumexp_j log q(z_i | x_j) − log(B·N). The three terms sum to the one-sample KL
-        estimate exactly, so their expectation is KL(q(z|x) ‖ p(z)).
+        estimated on the batch as Σ_j w_ij q(z_i | x_j). Minibatch-weighted sampling
+        ("mws") uses w_ij = 1/(B·N): simple, but biased (its weights sum to 1/N). The
+        stratified variant ("mss") gives the row's own x_i weight 1/N and each of the B − 1
+        others (N − 1)/(N·(B − 1)), standing in for the rest of the data: weights sum to 1.
+        Either way the three terms sum to the one-sample KL estimate exactly, so their
+        expectation is KL(q(z|x) ‖ p(z)).
         """
         batch = z.shape[0]
         pairs = Normal(q.loc.unsqueeze(0), q.scale.unsqueeze(0)).log_prob(z.unsqueeze(1))
-        log_norm = math.log(batch * dataset_size)  # pairs[i, j, d] = log q(z_i,d | x_j)
-        log_qz = torch.logsumexp(pairs.sum(-1), dim=1) - log_norm
-        log_qz_product = (torch.logsumexp(pairs, dim=1) - log_norm).sum(-1)
+        log_w = self._log_pair_weights(batch, dataset_size, estimator, z)  # [i, j]
+        log_qz = torch.logsumexp(pairs.sum(-1) + log_w, dim=1)
+        log_qz_product = torch.logsumexp(pairs + log_w.unsqueeze(-1), dim=1).sum(-1)
         log_qz_x = q.log_prob(z).sum(-1)
         log_pz = self.prior(z).log_prob(z).sum(-1)
         return log_qz_x - log_qz, log_qz - log_qz_product, log_qz_product - log_pz
+
+    @staticmethod
+    def _log_pair_weights(batch: int, n: int, estimator: str, like: torch.Tensor
+                          ) -> torch.Tensor:
+        if estimator == "mws":
+            return torch.full((batch, batch), -math.log(batch * n), device=like.device)
+        if estimator != "mss":
+            raise ValueError(f"unknown estimator '{estimator}' (mws or mss)")
+        if batch < 2:
+            return torch.zeros((batch, batch), device=like.device)
+        others = math.log((n - 1) / (n * (batch - 1)))  # the other N − 1 rows, stood in for
+        log_w = torch.full((batch, batch), others, device=like.device)
+        return log_w.fill_diagonal_(-math.log(n))
 
     def elbo(self, x: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None
              ) -> torch.Tensor:
@@ -248,7 +265,7 @@ class VAEModule(nn.Module):
     # -- training ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, c: torch.Tensor, kl_weight: float = 1.0,
                 free_bits: float = 0.0, tc_weights: tuple[float, float, float] | None = None,
-                dataset_size: int | None = None) -> LossOutput:
+                dataset_size: int | None = None, tc_estimator: str = "mws") -> LossOutput:
         """Training loss: −(E_q log p(x|z) − kl_weight · KL), batch mean.
 
         ``free_bits`` (nats per latent dimension, batch-averaged, Kingma et al. 2016) stops
@@ -266,7 +283,7 @@ class VAEModule(nn.Module):
         kl_per_dim = kl.mean(0)
         if tc_weights is not None:
             terms = torch.stack([t.mean() for t in self.kl_decomposition(
-                q, z, dataset_size or len(x))])
+                q, z, dataset_size or len(x), tc_estimator)])
             penalty = (terms * terms.new_tensor(tc_weights)).sum()
             return LossOutput(reconstruction + kl_weight * penalty, reconstruction.detach(),
                               kl_per_dim.sum().detach(), terms.detach())
