@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from vae_core import ModelConfig, TrainConfig
+from vae_core.config import check_compatible
 
 
 class ConfigError(ValueError):
@@ -97,6 +98,7 @@ def load_job_config(path: str | Path | None = None, overrides: dict[str, Any] | 
         columns = {str(k): str(v) for k, v in (raw.pop("columns", None) or {}).items()}
         model_cfg = ModelConfig.from_dict({**model, "columns": columns})
         train_cfg = TrainConfig.from_dict(train)
+        check_compatible(model_cfg, train_cfg)
         job = JobConfig(**raw, columns=columns, model=model_cfg, train=train_cfg)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from e

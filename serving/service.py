@@ -95,6 +95,8 @@ class ModelService:
         return {**self.info_,
                 "schema": self.schema.to_dict()["columns"],
                 "latent_dim": vae.model_config.latent_dim,
+                "latent_layers": vae.model_config.latent_layers,
+                "embedding_dim": vae.embedding_dim,
                 "iwae_samples": vae.train_config.iwae_samples,
                 "thresholds": calibration and calibration["thresholds"],
                 "threshold_quantile": calibration and calibration["threshold_quantile"],

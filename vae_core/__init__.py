@@ -3,6 +3,7 @@
 from vae_core.calibration import Calibration
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.errors import DataError, ModelFormatError, SchemaError
+from vae_core.ladder import LadderVAEModule
 from vae_core.model import TabularVAE
 from vae_core.module import VAEModule
 from vae_core.schema import ColumnSpec, Kind, TableSchema, infer_schema
@@ -11,7 +12,8 @@ from vae_core.tables import as_table, read_parquet
 from vae_core.transform import ColumnTransformer
 
 __all__ = [
-    "Calibration", "ColumnSpec", "ColumnTransformer", "DataError", "Kind", "ModelConfig",
+    "Calibration", "ColumnSpec", "ColumnTransformer", "DataError", "Kind", "LadderVAEModule",
+    "ModelConfig",
     "ModelFormatError", "SchemaError", "TableSchema", "TableStatistics", "TabularVAE",
     "TrainConfig", "VAEModule", "as_table", "infer_schema", "read_parquet",
 ]

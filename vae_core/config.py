@@ -21,12 +21,22 @@ def _from_dict(cls, d: Mapping, what: str):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    latent_dim: int = 8
+    latent_dim: int = 8  # with latent_layers = 2: z₁'s, the layer next to the data
     hidden: tuple[int, ...] = (128, 128)
+    # 1: VAE. 2: hierarchical VAE, z₂ → z₁ → x with ladder inference (vae_core.ladder);
+    # embeddings are then the top layer's, top_latent_dim wide.
+    latent_layers: int = 1
+    top_latent_dim: int = 4
     min_scale: float = 0.01  # floor of the decoder's Gaussian σ, in normalised units
     max_categories: int = 100  # per column; rarer categories share an "other" slot
     max_knots: int = 512  # of the quantile→normal map
     columns: Mapping[str, str] = field(default_factory=dict)  # schema overrides
+
+    def __post_init__(self) -> None:
+        if self.latent_layers not in (1, 2):
+            raise ValueError(f"latent_layers must be 1 or 2, not {self.latent_layers}")
+        if self.latent_dim < 1 or self.top_latent_dim < 1:
+            raise ValueError("latent_dim and top_latent_dim must be ≥ 1")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -87,3 +97,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping) -> TrainConfig:
         return _from_dict(cls, d, "training")
+
+
+def check_compatible(model: ModelConfig, train: TrainConfig) -> None:
+    """Combinations each config alone cannot rule out."""
+    if train.objective == "tcvae" and model.latent_layers != 1:
+        raise ValueError("objective 'tcvae' needs latent_layers = 1 (β-TCVAE's split of the KL "
+                         "is defined for one layer with a factorised prior)")

@@ -5,8 +5,8 @@ in the spirit of scvi-tools' model/module split: this class knows about tables, 
 module only about tensors.
 
     vae = TabularVAE(latent_dim=8, epochs=40, columns={"income": "condition"})
-    vae.fit("train.parquet")
-    z = vae.embed(table)                       # posterior means, [rows, latent_dim]
+    vae.fit("train.parquet")                   # latent_layers=2: hierarchical (ladder) VAE
+    z = vae.embed(table)                       # posterior means, [rows, embedding_dim]
     s = vae.score(table)                       # elbo, log_px, percentile, is_anomaly, ...
     synthetic = vae.sample(1000, conditions={"income": ">50K"}, seed=0)
     vae.save("model/"); vae = TabularVAE.load("model/")
@@ -26,9 +26,10 @@ import torch
 
 from vae_core.artifact import read_model_folder, write_model_folder
 from vae_core.calibration import Calibration
-from vae_core.config import ModelConfig, TrainConfig
+from vae_core.config import ModelConfig, TrainConfig, check_compatible
 from vae_core.errors import DataError, ModelFormatError, SchemaError
-from vae_core.module import VAEModule
+from vae_core.ladder import LadderVAEModule
+from vae_core.module import LatentVariableModule, VAEModule
 from vae_core.row_streams import blockwise, covering_blocks, normal_rows
 from vae_core.schema import infer_schema
 from vae_core.statistics import TableStatistics
@@ -53,9 +54,12 @@ def _split_kwargs(kwargs: Mapping) -> tuple[dict, dict]:
             {k: v for k, v in kwargs.items() if k in train_keys})
 
 
-def build_module(transformer: ColumnTransformer, cfg: ModelConfig) -> VAEModule:
-    return VAEModule(transformer.feature_spans, transformer.x_dim, transformer.c_dim,
-                     cfg.latent_dim, tuple(cfg.hidden), cfg.min_scale)
+def build_module(transformer: ColumnTransformer, cfg: ModelConfig) -> LatentVariableModule:
+    spans, x_dim, c_dim = transformer.feature_spans, transformer.x_dim, transformer.c_dim
+    if cfg.latent_layers == 2:
+        return LadderVAEModule(spans, x_dim, c_dim, cfg.latent_dim, cfg.top_latent_dim,
+                               tuple(cfg.hidden), cfg.min_scale)
+    return VAEModule(spans, x_dim, c_dim, cfg.latent_dim, tuple(cfg.hidden), cfg.min_scale)
 
 
 class TabularVAE:
@@ -67,13 +71,14 @@ class TabularVAE:
                                                    **model_opts})
         self.train_config = TrainConfig.from_dict({**(train_config or TrainConfig()).to_dict(),
                                                    **train_opts})
+        check_compatible(self.model_config, self.train_config)
         self.transformer: ColumnTransformer | None = None
-        self.module: VAEModule | None = None
+        self.module: LatentVariableModule | None = None
         self.calibration: Calibration | None = None
         self.history: list[EpochReport] = []
 
     @classmethod
-    def from_parts(cls, transformer: ColumnTransformer, module: VAEModule,
+    def from_parts(cls, transformer: ColumnTransformer, module: LatentVariableModule,
                    model_config: ModelConfig, train_config: TrainConfig,
                    calibration: Calibration | None = None,
                    history: list[EpochReport] | None = None) -> TabularVAE:
@@ -119,7 +124,7 @@ class TabularVAE:
         self.calibration = Calibration.fit(-log_px, threshold_quantile)
 
     # -- inference -------------------------------------------------------------------------
-    def _require_fitted(self) -> tuple[ColumnTransformer, VAEModule]:
+    def _require_fitted(self) -> tuple[ColumnTransformer, LatentVariableModule]:
         if self.transformer is None or self.module is None:
             raise RuntimeError("the model is not fitted: call fit() or TabularVAE.load()")
         return self.transformer, self.module
@@ -130,6 +135,10 @@ class TabularVAE:
         if table.num_rows == 0:
             raise DataError("the table is empty: no rows to process")
         return transformer.transform(table)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self._require_fitted()[1].embedding_dim
 
     @property
     def device(self) -> torch.device:
@@ -146,15 +155,20 @@ class TabularVAE:
                    torch.from_numpy(enc.c[start:end]).to(self.device))
 
     @torch.inference_mode()
-    def embed(self, data: TableLike, return_std: bool = False
+    def embed(self, data: TableLike, return_std: bool = False, all_layers: bool = False
               ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Posterior means μ(x) as float32 [rows, latent_dim] (and σ(x) with ``return_std``)."""
+        """Posterior means μ(x) as float32 [rows, embedding_dim] (and σ(x) with ``return_std``).
+
+        The embedding is the posterior of the latent layer furthest from the data: z for a
+        VAE, the top layer z₂ for the hierarchical one. ``all_layers`` concatenates every
+        layer's, top first (hierarchical: z₂ then z₁ given z₂'s mean).
+        """
         _, module = self._require_fitted()
         mus, sigmas = [], []
         for x, c in self._batches(self._encode(data)):
-            q = module.posterior(x, c)
-            mus.append(q.loc.float().cpu().numpy())
-            sigmas.append(q.scale.float().cpu().numpy())
+            layers = module.layer_posteriors(x, c) if all_layers else [module.posterior(x, c)]
+            mus.append(torch.cat([q.loc for q in layers], -1).float().cpu().numpy())
+            sigmas.append(torch.cat([q.scale for q in layers], -1).float().cpu().numpy())
         mu = np.concatenate(mus)
         return (mu, np.concatenate(sigmas)) if return_std else mu
 
@@ -166,7 +180,7 @@ class TabularVAE:
         k and d (see row_streams), so requests merged into one pass (serving) and a table
         scored in pieces by many workers (batch jobs) score exactly as one call would.
         """
-        d = self._require_fitted()[1].latent_dim
+        d = self._require_fitted()[1].noise_dim
         step = max(NOISE_BLOCK_ROWS, _rows_per_pass(k) // NOISE_BLOCK_ROWS * NOISE_BLOCK_ROWS)
         for rows, seed, start in _segments(segments):
             for piece, first, stop in covering_blocks(start, rows, step):

@@ -142,11 +142,103 @@ class ColumnLikelihood(nn.Module):
         return x
 
 
-class VAEModule(nn.Module):
+class LatentVariableModule(nn.Module):
+    """What every VAE variant offers the model class, whatever its latent structure.
+
+    A subclass defines ``elbo_terms`` (one-sample reconstruction and per-dimension KL),
+    ``importance_weights``, ``posterior`` (the distribution embeddings are read from) and
+    ``sample``, and sets ``noise_dim`` (standard-normal draws per importance sample) and
+    ``embedding_dim``. The bounds and the training loss are then the same for all.
+    """
+
+    noise_dim: int
+    embedding_dim: int
+    # set by subclasses: the decoder reads the latent next to x (and c)
+    likelihood: ColumnLikelihood
+    decoder: nn.Module
+    likelihood_head: nn.Linear
+
+    def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Raw parameters of p(x | z, c), z the latent next to x (may carry sample dims)."""
+        c = c.expand(*z.shape[:-1], -1)
+        return self.likelihood_head(self.decoder(torch.cat([z, c], -1))).float()
+
+    def column_log_likelihood(self, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor
+                              ) -> torch.Tensor:
+        """log p(x_col | z, c) per column: [..., rows, columns]."""
+        return self.likelihood.log_prob(x, self.decode(z, c))
+
+    def elbo_terms(self, x: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def posterior(self, x: torch.Tensor, c: torch.Tensor) -> Normal:
+        raise NotImplementedError
+
+    def layer_posteriors(self, x: torch.Tensor, c: torch.Tensor) -> list[Normal]:
+        """The posterior of every latent layer, top layer first."""
+        return [self.posterior(x, c)]
+
+    def importance_weights(self, x: torch.Tensor, c: torch.Tensor, k: int,
+                           samples_per_pass: int = 32, generator: torch.Generator | None = None,
+                           eps: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def elbo(self, x: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None
+             ) -> torch.Tensor:
+        log_px_z, kl = self.elbo_terms(x, c, generator)
+        return log_px_z.sum(-1) - kl.sum(-1)
+
+    def iwae(self, x: torch.Tensor, c: torch.Tensor, k: int, samples_per_pass: int = 32,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """The importance-weighted bound log p̂(x) with k samples per row (≥ ELBO in expectation)."""
+        log_w, _ = self.importance_weights(x, c, k, samples_per_pass, generator)
+        return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+    def _noise(self, eps: torch.Tensor | None, start: int, n: int, rows: int,
+               generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """Samples start..start+n of the importance noise ε: [n, rows, noise_dim]."""
+        if eps is not None:
+            return eps[start:start + n]
+        return torch.randn((n, rows, self.noise_dim), generator=generator, device=device)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, kl_weight: float = 1.0,
+                free_bits: float = 0.0, tc_weights: tuple[float, float, float] | None = None,
+                dataset_size: int | None = None, tc_estimator: str = "mws") -> LossOutput:
+        """Training loss: −(E_q log p(x|z) − kl_weight · KL), batch mean.
+
+        ``free_bits`` (nats per latent dimension, batch-averaged, Kingma et al. 2016) stops
+        the optimiser from pushing a dimension's KL below that floor, against posterior
+        collapse. It changes the loss only; reported KL is the true one.
+
+        ``tc_weights`` = (α, β, γ) makes it β-TCVAE (see VAEModule.kl_decomposition),
+        ``dataset_size`` being the N of the aggregate posterior (default: the batch).
+        """
+        if tc_weights is not None:
+            return self.tcvae_loss(x, c, kl_weight, tc_weights, dataset_size or len(x),
+                                   tc_estimator)
+        log_px_z, kl = self.elbo_terms(x, c)
+        reconstruction = -log_px_z.sum(-1).mean()
+        kl_per_dim = kl.mean(0)
+        kl_penalty = kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl_per_dim.sum()
+        return LossOutput(reconstruction + kl_weight * kl_penalty, reconstruction.detach(),
+                          kl_per_dim.sum().detach())
+
+    def tcvae_loss(self, x: torch.Tensor, c: torch.Tensor, kl_weight: float,
+                   tc_weights: tuple[float, float, float], dataset_size: int, estimator: str
+                   ) -> LossOutput:
+        raise NotImplementedError(f"{type(self).__name__} has no β-TCVAE objective")
+
+
+class VAEModule(LatentVariableModule):
+    """One stochastic layer: q(z|x,c), p(z) = N(0, I), p(x|z,c)."""
+
     def __init__(self, spans: list[Span], x_dim: int, c_dim: int = 0, latent_dim: int = 8,
                  hidden: tuple[int, ...] = (256, 256), min_scale: float = 0.01) -> None:
         super().__init__()
         self.x_dim, self.c_dim, self.latent_dim = x_dim, c_dim, latent_dim
+        self.noise_dim = self.embedding_dim = latent_dim
         self.likelihood = ColumnLikelihood(spans, min_scale)
         self.encoder = mlp([x_dim + c_dim, *hidden])
         self.posterior_head = nn.Linear(hidden[-1], 2 * latent_dim)
@@ -164,16 +256,6 @@ class VAEModule(nn.Module):
     def prior(self, like: torch.Tensor) -> Normal:
         zero = torch.zeros(*like.shape[:-1], self.latent_dim, device=like.device, dtype=like.dtype)
         return Normal(zero, torch.ones_like(zero))
-
-    def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Raw parameters of p(x | z, c); z may carry leading sample dimensions."""
-        c = c.expand(*z.shape[:-1], -1)
-        return self.likelihood_head(self.decoder(torch.cat([z, c], -1))).float()
-
-    def column_log_likelihood(self, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor
-                              ) -> torch.Tensor:
-        """log p(x_col | z, c) per column: [..., rows, columns]."""
-        return self.likelihood.log_prob(x, self.decode(z, c))
 
     # -- bounds ----------------------------------------------------------------------------
     def _posterior_sample(self, x: torch.Tensor, c: torch.Tensor,
@@ -226,11 +308,6 @@ class VAEModule(nn.Module):
         log_w = torch.full((batch, batch), others, device=like.device)
         return log_w.fill_diagonal_(-math.log(n))
 
-    def elbo(self, x: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None
-             ) -> torch.Tensor:
-        log_px_z, kl = self.elbo_terms(x, c, generator)
-        return log_px_z.sum(-1) - kl.sum(-1)
-
     def importance_weights(self, x: torch.Tensor, c: torch.Tensor, k: int,
                            samples_per_pass: int = 32, generator: torch.Generator | None = None,
                            eps: torch.Tensor | None = None
@@ -247,49 +324,26 @@ class VAEModule(nn.Module):
         log_w, column_sum = [], 0.0
         for start in range(0, k, samples_per_pass):
             n = min(samples_per_pass, k - start)
-            e = (eps[start:start + n] if eps is not None else
-                 torch.randn((n, *q.loc.shape), generator=generator, device=x.device))
-            z = q.loc + q.scale * e  # [n, rows, d]
+            z = q.loc + q.scale * self._noise(eps, start, n, len(x), generator, x.device)
             log_px_z = self.column_log_likelihood(x, z, c)  # [n, rows, columns]
             column_sum = column_sum + log_px_z.sum(0)
             log_w.append(log_px_z.sum(-1) + self.prior(z).log_prob(z).sum(-1)
                          - q.log_prob(z).sum(-1))
         return torch.cat(log_w), column_sum / k
 
-    def iwae(self, x: torch.Tensor, c: torch.Tensor, k: int, samples_per_pass: int = 32,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """The importance-weighted bound log p̂(x) with k samples per row (≥ ELBO in expectation)."""
-        log_w, _ = self.importance_weights(x, c, k, samples_per_pass, generator)
-        return torch.logsumexp(log_w, dim=0) - math.log(k)
-
     # -- training ----------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, c: torch.Tensor, kl_weight: float = 1.0,
-                free_bits: float = 0.0, tc_weights: tuple[float, float, float] | None = None,
-                dataset_size: int | None = None, tc_estimator: str = "mws") -> LossOutput:
-        """Training loss: −(E_q log p(x|z) − kl_weight · KL), batch mean.
-
-        ``free_bits`` (nats per latent dimension, batch-averaged, Kingma et al. 2016) stops
-        the optimiser from pushing a dimension's KL below that floor, against posterior
-        collapse. It changes the loss only; reported KL is the true one.
-
-        ``tc_weights`` = (α, β, γ) makes it β-TCVAE: the KL is replaced by
-        α·MI + β·TC + γ·dim-wise KL (see kl_decomposition), ``dataset_size`` being the N of
-        the aggregate posterior (the training rows; default: the batch).
-        """
+    def tcvae_loss(self, x: torch.Tensor, c: torch.Tensor, kl_weight: float,
+                   tc_weights: tuple[float, float, float], dataset_size: int, estimator: str
+                   ) -> LossOutput:
+        """β-TCVAE: the KL replaced by α·MI + β·TC + γ·dim-wise KL (see kl_decomposition)."""
         q, z = self._posterior_sample(x, c)
-        log_px_z = self.column_log_likelihood(x, z, c)
-        kl = kl_divergence(q, self.prior(z))
-        reconstruction = -log_px_z.sum(-1).mean()
-        kl_per_dim = kl.mean(0)
-        if tc_weights is not None:
-            terms = torch.stack([t.mean() for t in self.kl_decomposition(
-                q, z, dataset_size or len(x), tc_estimator)])
-            penalty = (terms * terms.new_tensor(tc_weights)).sum()
-            return LossOutput(reconstruction + kl_weight * penalty, reconstruction.detach(),
-                              kl_per_dim.sum().detach(), terms.detach())
-        kl_penalty = kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl_per_dim.sum()
-        return LossOutput(reconstruction + kl_weight * kl_penalty, reconstruction.detach(),
-                          kl_per_dim.sum().detach())
+        reconstruction = -self.column_log_likelihood(x, z, c).sum(-1).mean()
+        kl = kl_divergence(q, self.prior(z)).sum(-1).mean()
+        terms = torch.stack([t.mean() for t in self.kl_decomposition(q, z, dataset_size,
+                                                                     estimator)])
+        penalty = (terms * terms.new_tensor(tc_weights)).sum()
+        return LossOutput(reconstruction + kl_weight * penalty, reconstruction.detach(),
+                          kl.detach(), terms.detach())
 
     @torch.no_grad()
     def sample(self, n: int, c: torch.Tensor, generator: torch.Generator | None = None,

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vae_core.config import TrainConfig
-from vae_core.module import LossOutput, VAEModule
+from vae_core.module import LatentVariableModule, LossOutput
 
 
 @dataclass
@@ -67,7 +67,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c:
 
 
 @torch.inference_mode()
-def mean_elbo(module: VAEModule, x: np.ndarray, c: np.ndarray, batch_size: int = 4096,
+def mean_elbo(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, batch_size: int = 4096,
               seed: int = 0) -> float:
     """Mean per-row ELBO (β = 1) over a data set, with a fixed noise seed."""
     if len(x) == 0:
@@ -131,7 +131,7 @@ def _kl_terms(out: LossOutput) -> list[float]:
     return out.kl_terms.tolist() if out.kl_terms is not None else [0.0, 0.0, 0.0]
 
 
-def fit_module(module: VAEModule, x: np.ndarray, c: np.ndarray, x_val: np.ndarray,
+def fit_module(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, x_val: np.ndarray,
                c_val: np.ndarray, cfg: TrainConfig,
                progress: Callable[[EpochReport], None] | None = None) -> list[EpochReport]:
     """Train in memory; ends with the best validation weights loaded (or the last ones)."""
