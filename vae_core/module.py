@@ -153,13 +153,13 @@ class LatentVariableModule(nn.Module):
 
     noise_dim: int
     embedding_dim: int
-    # set by subclasses: the decoder reads the latent next to x (and c)
+    # set by subclasses: the decoder reads the latents (all layers it conditions on) and c
     likelihood: ColumnLikelihood
     decoder: nn.Module
     likelihood_head: nn.Linear
 
     def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Raw parameters of p(x | z, c), z the latent next to x (may carry sample dims)."""
+        """Raw parameters of p(x | z, c), z what the decoder reads (may carry sample dims)."""
         c = c.expand(*z.shape[:-1], -1)
         return self.likelihood_head(self.decoder(torch.cat([z, c], -1))).float()
 

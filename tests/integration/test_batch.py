@@ -218,3 +218,32 @@ def test_cli_score_from_a_fresh_process_prints_a_summary(model, scoring_input, m
     summary = proc.stdout.strip().splitlines()[-1]
     assert summary.startswith("scored 6,000 rows in ") and "anomalies" in summary
     assert read_output(out).num_rows == 6000
+
+
+def test_a_hierarchical_model_trained_on_ray_train_runs_every_batch_job(
+        mlflow_server, ray_local, with_ids, scoring_input, tmp_path):
+    """latent_layers: 2 through the whole pipeline: a Ray Train worker fits the ladder VAE,
+    the registry carries it, and score / embed / generate jobs equal it in process."""
+    data = tmp_path / "train"
+    data.mkdir()
+    pq.write_table(with_ids.slice(0, 4000), data / "train.parquet")
+    with contextlib.chdir(tmp_path):
+        outcome = train(job(data, model_name="adult-ladder", epochs=2, workers=1,
+                            latent_layers=2, top_latent_dim=3,
+                            columns={"income": "condition", "person_id": "id"}))
+    assert outcome.val_log_px >= outcome.val_elbo
+    uri = "models:/adult-ladder@champion"
+    ladder = TabularVAE.load(registry.model_folder(uri))
+    assert (ladder.model_config.latent_layers, ladder.embedding_dim) == (2, 3)
+
+    run(BatchJob("score", uri, str(tmp_path / "s"), str(scoring_input), seed=1, batch_rows=1000))
+    got, expected = read_output(tmp_path / "s"), ladder.score(with_ids, seed=1)
+    np.testing.assert_allclose(got.column("log_px").to_numpy(),
+                               expected.column("log_px").to_numpy(), rtol=1e-5, atol=1e-4)
+    run(BatchJob("embed", uri, str(tmp_path / "z"), str(scoring_input), batch_rows=1000))
+    z = read_output(tmp_path / "z")
+    assert [n for n in z.column_names if n.startswith("z_")] == ["z_0", "z_1", "z_2"]
+    np.testing.assert_allclose(np.stack([z.column(f"z_{i}").to_numpy() for i in range(3)], 1),
+                               ladder.embed(with_ids), rtol=1e-5, atol=1e-6)
+    run(BatchJob("generate", uri, str(tmp_path / "g"), n=3000, seed=2))
+    assert read_output(tmp_path / "g").equals(ladder.sample(3000, seed=2))

@@ -31,10 +31,12 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def versions(mlflow_server, ray_local, adult_slice, tmp_path_factory):
-    """Two registered versions; @champion on v1. {version: in-process TabularVAE}."""
+    """Two registered versions; @champion on v1. {version: in-process TabularVAE}.
+    v2 is a hierarchical VAE: switching to it changes the model family behind the alias."""
     with contextlib.chdir(tmp_path_factory.mktemp("serve-train")):
         train(job(adult_slice, model_name=MODEL, epochs=2))
-        train(job(adult_slice, model_name=MODEL, epochs=3, seed=1))
+        train(job(adult_slice, model_name=MODEL, epochs=3, seed=1, latent_layers=2,
+                  top_latent_dim=3))
     registry.promote(MODEL, "1")
     return {v: TabularVAE.load(registry.model_folder(f"models:/{MODEL}/{v}")) for v in "12"}
 
@@ -207,6 +209,25 @@ def test_version_switch_under_load_loses_no_request(server, versions, adult_test
     assert "1" not in served[served.index("2"):]  # once switched, never back
     info = httpx.get(server["url"] + "/v1/model", headers=AUTH).json()
     assert info["version"] == "2" and info["alias"] == "champion"
+
+
+def test_the_hierarchical_version_serves_its_own_results(server, versions, adult_test):
+    """After the switch @champion is v2, a ladder VAE: scores, top-layer embeddings and
+    top-down samples over HTTP equal its in-process ones."""
+    vae, rows = versions["2"], adult_test.slice(0, 20)
+    assert vae.model_config.latent_layers == 2
+    info = httpx.get(server["url"] + "/v1/model", headers=AUTH).json()
+    assert info["version"] == "2" and (info["latent_layers"], info["embedding_dim"]) == (2, 3)
+    r = post(server, "/v1/score?seed=4", json={"rows": rows.to_pylist()})
+    np.testing.assert_allclose([g["log_px"] for g in r.json()["rows"]],
+                               vae.score(rows, seed=4).column("log_px").to_pylist(), rtol=1e-5)
+    r = post(server, "/v1/embed", json={"rows": rows.to_pylist()})
+    got = r.json()["rows"]
+    assert sorted(k for k in got[0] if k.startswith("z_")) == ["z_0", "z_1", "z_2"]
+    np.testing.assert_allclose([[g[f"z_{i}"] for i in range(3)] for g in got], vae.embed(rows),
+                               atol=1e-5)
+    r = post(server, "/v1/generate", json={"n": 40, "seed": 8}, headers={"accept": ARROW_STREAM})
+    assert table_from_arrow(r.content, 100).equals(vae.sample(40, seed=8))
 
 
 def test_cli_reload_follows_the_alias(server, mlflow_server, tmp_path):
