@@ -32,7 +32,7 @@ from vae_core import TabularVAE  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "odds-cardio" / "cardio.parquet"
 
 
-def split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     from sklearn.model_selection import train_test_split
 
     table = pq.read_table(DATA)
@@ -42,7 +42,7 @@ def split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, li
     x_tr, x_te, _, y_te = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
     mean, std = x_tr.mean(0), x_tr.std(0)
     std[std == 0] = 1.0
-    return (x_tr - mean) / std, (x_te - mean) / std, y_te, names, y
+    return (x_tr - mean) / std, (x_te - mean) / std, y_te, names
 
 
 def references(x_tr: np.ndarray, x_te: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -87,7 +87,7 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {}
     seconds: dict[str, float] = {}
     for seed in map(int, args.seeds.split(",")):
-        x_tr, x_te, y_te, names, _ = split(seed)
+        x_tr, x_te, y_te, names = split(seed)
         t0 = time.perf_counter()
         scores = ours(x_tr, x_te, names, seed, args.iwae_samples, options)
         seconds["this VAE"] = seconds.get("this VAE", 0) + time.perf_counter() - t0
