@@ -123,7 +123,7 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
     ds = dataset.read(source)
     stats = dataset.distributed_statistics(ds, schema)
     transformer = ColumnTransformer.fit(schema, stats, job.model.max_categories,
-                                        job.model.max_knots)
+                                        job.model.max_knots, job.model.numeric_transform)
     train_ds, val_ds = dataset.encoded_splits(ds, transformer, job.train.validation_fraction,
                                               job.train.seed, source.rows)
 

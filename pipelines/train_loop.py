@@ -62,7 +62,13 @@ def train_loop(cfg: dict) -> None:
 
     from vae_core import ColumnTransformer, ModelConfig, TabularVAE, TrainConfig
     from vae_core.model import build_module
-    from vae_core.training import EarlyStopping, EpochReport, make_optimizer, train_step
+    from vae_core.training import (
+        EarlyStopping,
+        EpochReport,
+        kept_elbo,
+        make_optimizer,
+        train_step,
+    )
 
     torch.set_num_threads(cfg["torch_threads"])  # local mode runs in the driver: Ray won't
     ctx = ray.train.get_context()
@@ -135,8 +141,8 @@ def train_loop(cfg: dict) -> None:
             for batch in val_shard.iter_torch_batches(batch_size=IWAE_ROWS, dtypes=torch.float32,
                                                       device=device):
                 x, c = batch["x"], batch["c"]
-                val_sum += float(module.elbo(x, c, gen).sum())
-                val_rows += len(x)
+                kept_sum, kept_rows = kept_elbo(module, x, c, gen, train_cfg.trim_fraction)
+                val_sum, val_rows = val_sum + kept_sum, val_rows + kept_rows
                 if iwae_rows == 0:  # IWAE costs K forward passes: one batch per epoch is enough
                     iwae_sum += float(module.iwae(x, c, train_cfg.iwae_samples,
                                                   generator=gen).sum())

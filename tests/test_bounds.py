@@ -13,17 +13,23 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
-from vae_core.module import VAEModule
+from vae_core.module import ColumnLikelihood, VAEModule, interval_log_prob
 from vae_core.transform import Span
 
 D, LATENT, NOISE = 3, 2, 0.5
+
+
+def numeric_rows(n: int) -> torch.Tensor:
+    """Encoded rows of one continuous column: [z_low = z_high = value, missing = 0]."""
+    value = torch.randn(n, 1)
+    return torch.cat([value, value, torch.zeros(n, 1)], -1)
 
 
 class LinearGaussianVAE(VAEModule):
     """p(z) = N(0, I), p(x|z) = N(Wz + b, NOISE² I); q(z|x) = N(Ax + a, diag s²)."""
 
     def __init__(self, W, b, A, a, s):
-        super().__init__([Span("x", "numeric", 0, 2)], x_dim=2, latent_dim=LATENT, hidden=(4,))
+        super().__init__([Span("x", "numeric", 0, 3)], x_dim=3, latent_dim=LATENT, hidden=(4,))
         self.W, self.b, self.A, self.a, self.s = W, b, A, a, s
 
     def posterior(self, x, c):
@@ -62,8 +68,8 @@ def _data(model, n, seed):
 
 
 def test_kl_matches_closed_form():
-    module = VAEModule([Span("x", "numeric", 0, 2)], x_dim=2, latent_dim=4, hidden=(8,))
-    x, c = torch.randn(16, 2), torch.zeros(16, 0)
+    module = VAEModule([Span("x", "numeric", 0, 3)], x_dim=3, latent_dim=4, hidden=(8,))
+    x, c = torch.randn(16, 3), torch.zeros(16, 0)
     q = module.posterior(x, c)
     mu, var = q.loc, q.scale**2
     closed = 0.5 * (mu**2 + var - 1 - var.log())
@@ -107,11 +113,47 @@ def test_bounds_are_tight_at_the_exact_posterior(model):
 
 
 def test_free_bits_floor_changes_the_loss_not_the_reported_kl():
-    module = VAEModule([Span("x", "numeric", 0, 2)], x_dim=2, latent_dim=4, hidden=(8,))
-    x, c = torch.randn(32, 2), torch.zeros(32, 0)
+    module = VAEModule([Span("x", "numeric", 0, 3)], x_dim=3, latent_dim=4, hidden=(8,))
+    x, c = numeric_rows(32), torch.zeros(32, 0)
     torch.manual_seed(0)
     plain = module(x, c, kl_weight=1.0, free_bits=0.0)
     torch.manual_seed(0)
     floored = module(x, c, kl_weight=1.0, free_bits=5.0)
     assert floored.kl == plain.kl
     assert floored.loss >= plain.loss + 4 * 5.0 - plain.kl - 1e-4  # 4 dims × 5 nats floor
+
+
+def test_interval_probability_is_the_normal_cdf_difference_even_far_in_the_tails():
+    lows = torch.tensor([-1.0, 0.3, 8.0, -30.0, -9.0, 2.0])
+    highs = torch.tensor([1.0, 0.30001, 9.0, -29.0, -8.5, 40.0])
+    d = Normal(torch.zeros(6), torch.ones(6))
+    got = interval_log_prob(d, lows, highs)
+    # float64 closed form; in the far tails via log Φ(b) + log(1 − Φ(a)/Φ(b)).
+    lo64, hi64 = lows.double(), highs.double()
+    flip = lo64 > 0
+    a, b = torch.where(flip, -hi64, lo64), torch.where(flip, -lo64, hi64)
+    want = torch.special.log_ndtr(b) + torch.log1p(-torch.exp(torch.special.log_ndtr(a)
+                                                              - torch.special.log_ndtr(b)))
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(got).all()  # Φ(9) − Φ(8) underflows when computed directly
+
+
+def test_an_atom_scores_its_interval_probability_spread_over_it_and_they_sum_to_one():
+    """An atom's score is P(interval) / width: the density of the value dequantised
+    uniformly over its interval. Times the widths, five atoms tiling the line sum to 1."""
+    likelihood = ColumnLikelihood([Span("n", "numeric", 0, 3)], min_scale=0.01)
+    edges = torch.tensor([-7.0, -1.2, -0.1, 0.4, 2.5, 7.0])  # five atoms tiling ~all of z
+    x = torch.stack([edges[:-1], edges[1:], torch.zeros(5)], -1)
+    out = torch.tensor([0.3, 0.2, -4.0]).expand(5, 3)  # mean 0.3, a scale, a missing logit
+    lp = likelihood.log_prob(x, out)[:, 0]
+    d, _, _, _, _ = likelihood.distributions(out[:1])
+    p_missing = torch.sigmoid(torch.tensor(-4.0))
+    width = edges[1:] - edges[:-1]
+    torch.testing.assert_close((lp.exp() * width).sum(), 1 - p_missing, rtol=1e-5, atol=1e-6)
+    want = (torch.special.ndtr((edges[1:] - 0.3) / d.scale[0, 0])
+            - torch.special.ndtr((edges[:-1] - 0.3) / d.scale[0, 0]))
+    torch.testing.assert_close(lp.exp() * width, want * (1 - p_missing), rtol=1e-4, atol=1e-6)
+    # A point (low = high) gets the density instead.
+    point = torch.tensor([[0.5, 0.5, 0.0]])
+    want_density = d.log_prob(torch.tensor([[0.5]]))[0, 0] + torch.log(1 - p_missing)
+    torch.testing.assert_close(likelihood.log_prob(point, out[:1])[0, 0], want_density)

@@ -40,7 +40,7 @@ class LinearGaussianLadder(LadderVAEModule):
     """
 
     def __init__(self, W, b, B, b1, evidence, top, exact):
-        super().__init__([Span("x", "numeric", 0, 2)], x_dim=2, latent_dim=L1,
+        super().__init__([Span("x", "numeric", 0, 3)], x_dim=3, latent_dim=L1,
                          top_latent_dim=L2, hidden=(4,))
         self.W, self.b, self.B, self.b1 = W, b, B, b1
         self.evidence, self.top, self.exact = evidence, top, exact  # (A, a, s): N(x Aᵀ + a, s²)
@@ -146,13 +146,14 @@ def test_elbo_lt_iwae_le_log_px_for_a_poor_encoder():
     assert abs(float(means[0] - elbo.mean())) < 4 * float(ses[0] + elbo.std() / math.sqrt(repeats))
 
 
-SPANS = [Span("n", "numeric", 0, 2), Span("k", "categorical", 2, 3, sampleable=3)]
+SPANS = [Span("n", "numeric", 0, 3), Span("k", "categorical", 3, 3, sampleable=3)]
 
 
 def test_the_top_layer_kl_is_the_closed_form_and_every_weight_is_trained():
     torch.manual_seed(0)
-    module = LadderVAEModule(SPANS, x_dim=5, latent_dim=3, top_latent_dim=2, hidden=(8,))
-    x = torch.cat([torch.randn(16, 1), torch.zeros(16, 1),
+    module = LadderVAEModule(SPANS, x_dim=6, latent_dim=3, top_latent_dim=2, hidden=(8,))
+    value = torch.randn(16, 1)  # a continuous value: its interval is a point
+    x = torch.cat([value, value, torch.zeros(16, 1),
                    torch.eye(3)[torch.randint(0, 3, (16,))]], -1)
     c = torch.zeros(16, 0)
     _, kl = module.elbo_terms(x, c)

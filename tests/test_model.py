@@ -254,7 +254,7 @@ def test_nulls_are_modelled_and_flagged(adult_train):
     hours = t.column("hours-per-week").to_numpy()
     t = t.set_column(t.schema.get_field_index("hours-per-week"), "hours-per-week",
                      pa.array(hours, mask=rng.random(len(hours)) < 0.2))
-    vae = TabularVAE(epochs=4, seed=0).fit(t)
+    vae = TabularVAE(epochs=8, seed=0).fit(t)
     synthetic = vae.sample(3000, seed=0)
     share = synthetic.column("hours-per-week").null_count / 3000
     assert 0.1 < share < 0.3  # the model learned the missingness rate

@@ -74,8 +74,14 @@ def test_statistics_merge_equals_statistics_of_concatenation():
             for f in ("mean", "m2", "min", "max"):
                 assert getattr(other.moments, f) == pytest.approx(getattr(col.moments, f),
                                                                   rel=1e-12, abs=1e-9), (name, f)
-    restored = TableStatistics.from_dict(whole.to_dict())
+    # Ray Data blocks send their statistics as JSON (pipelines.dataset).
+    import json
+
+    restored = TableStatistics.from_dict(json.loads(json.dumps(whole.to_dict())))
     assert restored.to_dict() == whole.to_dict()
+    # Each bucket knows its smallest and largest value: one value exactly, or a range.
+    low, high = whole.columns["count"].sketch.bounds()
+    assert (low == high).all() and set(low) == set(t.column("count").to_pylist())
 
 
 def test_sketch_quantiles_have_the_promised_relative_accuracy():

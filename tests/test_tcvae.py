@@ -15,7 +15,7 @@ from vae_core.transform import Span
 
 
 def module(latent_dim: int) -> VAEModule:
-    return VAEModule([Span("x", "numeric", 0, 2)], x_dim=2, latent_dim=latent_dim, hidden=(4,))
+    return VAEModule([Span("x", "numeric", 0, 3)], x_dim=3, latent_dim=latent_dim, hidden=(4,))
 
 
 @pytest.mark.parametrize("estimator", ["mws", "mss"])

@@ -46,11 +46,12 @@ def test_transform_is_monotone_and_extrapolates_instead_of_clipping():
     transformer = fitted(t)
     qmap = transformer.encoders["price"].qmap
     x = np.linspace(-50, 500, 2000)  # far beyond both ends of the training range
-    z = qmap.forward(x)
+    z, high = qmap.forward(x)
+    np.testing.assert_array_equal(z, high)  # a continuous column: points, no atoms
     assert (np.diff(z) > 0).all()
     np.testing.assert_allclose(qmap.inverse(z), x, rtol=1e-9, atol=1e-9)
-    top = qmap.forward(np.array([qmap.x_knots[-1]]))[0]
-    assert qmap.forward(np.array([qmap.x_knots[-1] * 3]))[0] > top + 1
+    top = qmap.forward(np.array([qmap.x_knots[-1]]))[0][0]
+    assert qmap.forward(np.array([qmap.x_knots[-1] * 3]))[0][0] > top + 1
     # Generated values, by contrast, stay inside the training range.
     gen = qmap.inverse(np.array([-40.0, 40.0]), generated=True)
     assert gen[0] == qmap.x_knots[0] and gen[1] == qmap.x_knots[-1]
@@ -96,3 +97,47 @@ def test_transformer_round_trips_through_json():
     a, b = transformer.transform(t), again.transform(t)
     np.testing.assert_array_equal(a.x, b.x)
     np.testing.assert_array_equal(a.c, b.c)
+
+
+def _map_of(values: np.ndarray, kind: str):
+    from vae_core.quantile_map import QuantileNormalMap
+
+    t = pa.table({"v": values})
+    schema = infer_schema(t.schema, {"v": kind})
+    stats = TableStatistics.of(schema, t).columns["v"]
+    return QuantileNormalMap.fit(stats, integer=kind == "integer")
+
+
+def test_every_value_of_an_integer_column_is_an_atom_whose_interval_holds_its_mass():
+    import torch
+
+    def normal_cdf(z):
+        return torch.special.ndtr(torch.from_numpy(z)).numpy()
+
+    rng = np.random.default_rng(0)
+    values = rng.poisson(3, 5000)
+    qmap = _map_of(values, "integer")
+    seen, counts = np.unique(values, return_counts=True)
+    np.testing.assert_array_equal(qmap.atoms[:, 0], seen)
+    low, high = qmap.forward(seen.astype(float))
+    np.testing.assert_allclose(normal_cdf(high) - normal_cdf(low), counts / len(values), atol=1e-9)
+    # The intervals tile the line: z ~ N(0, 1) decodes to the training frequencies.
+    draws = qmap.inverse(rng.standard_normal(200_000), generated=True)
+    for v, c in zip(seen[:6], counts[:6], strict=True):
+        assert np.mean(draws == v) == pytest.approx(c / len(values), abs=0.004)
+    # Every encoded value comes back exactly from the middle of its interval.
+    np.testing.assert_array_equal(qmap.inverse((low + high) / 2), seen)
+
+
+def test_a_heavy_value_of_a_float_column_is_an_atom_and_its_neighbours_are_not():
+    rng = np.random.default_rng(1)
+    values = np.where(rng.random(4000) < 0.9, 0.0, rng.lognormal(5, 1, 4000))
+    qmap = _map_of(values, "continuous")
+    assert qmap.atoms[:, 0].tolist() == [0.0]  # the rare values are continuous points
+    low, high = qmap.forward(np.array([0.0, 1e-3, 150.0]))
+    assert high[0] > low[0] and low[1] == high[1] and low[2] == high[2]
+    # A value never seen, in the gap just past the atom, stays outside its interval and
+    # inverts to itself; the atom's middle inverts to the atom.
+    assert low[1] > high[0]
+    np.testing.assert_allclose(qmap.inverse(low[1:]), [1e-3, 150.0], rtol=1e-9)
+    assert qmap.inverse(np.array([(low[0] + high[0]) / 2]))[0] == 0.0

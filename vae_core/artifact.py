@@ -17,7 +17,7 @@ import torch
 
 from vae_core.errors import ModelFormatError
 
-FORMAT = "vae-tables/model/v1"
+FORMAT = "vae-tables/model/v2"  # v2: numeric columns encoded as intervals (atoms)
 META_FILE, WEIGHTS_FILE = "model.json", "weights.pt"
 
 

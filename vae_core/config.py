@@ -19,6 +19,10 @@ def _from_dict(cls, d: Mapping, what: str):
     return cls(**kwargs)
 
 
+DECODERS = ("factorized", "autoregressive")
+NUMERIC_TRANSFORMS = ("quantile", "standard")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     latent_dim: int = 8  # with latent_layers = 2: z₁'s, the layer next to the data
@@ -27,9 +31,20 @@ class ModelConfig:
     # embeddings are then the top layer's, top_latent_dim wide.
     latent_layers: int = 1
     top_latent_dim: int = 4
+    # "factorized": columns independent given z. "autoregressive": column j also sees the
+    # columns before it (vae_core.autoregressive): sharper relations between columns in
+    # generated rows and scores, at one decoder pass per column when sampling.
+    decoder: str = "factorized"
     min_scale: float = 0.01  # floor of the decoder's Gaussian σ, in normalised units
+    # "row": σ of a numeric column is a decoder output, row by row. "column": one learned σ
+    # per column (homoscedastic), so that no row is explained away by a wide Gaussian.
+    decoder_scale: str = "row"
     max_categories: int = 100  # per column; rarer categories share an "other" slot
     max_knots: int = 512  # of the quantile→normal map
+    # "quantile": quantile→normal with atoms (exact marginals: for generation, embeddings).
+    # "standard": (x − mean) / std, which keeps how far out a value lies (for anomaly
+    # detection on contaminated data; vae_core.standard_map).
+    numeric_transform: str = "quantile"
     columns: Mapping[str, str] = field(default_factory=dict)  # schema overrides
 
     def __post_init__(self) -> None:
@@ -37,6 +52,13 @@ class ModelConfig:
             raise ValueError(f"latent_layers must be 1 or 2, not {self.latent_layers}")
         if self.latent_dim < 1 or self.top_latent_dim < 1:
             raise ValueError("latent_dim and top_latent_dim must be ≥ 1")
+        if self.numeric_transform not in NUMERIC_TRANSFORMS:
+            raise ValueError(f"numeric_transform '{self.numeric_transform}' is not one of "
+                             f"{', '.join(NUMERIC_TRANSFORMS)}")
+        if self.decoder_scale not in ("row", "column"):
+            raise ValueError(f"decoder_scale '{self.decoder_scale}' is not row or column")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder '{self.decoder}' is not one of {', '.join(DECODERS)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -53,14 +75,18 @@ OBJECTIVES = ("elbo", "tcvae")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 60
-    batch_size: int = 512
+    epochs: int = 40
+    batch_size: int = 256
     learning_rate: float = 2e-3
     weight_decay: float = 0.0
     grad_clip: float = 10.0  # max global gradient norm; 0 disables
     beta: float = 1.0  # weight of the KL term (β-VAE when ≠ 1)
     kl_warmup_epochs: int = 5  # KL weight rises linearly from 0 to β over these epochs
     free_bits: float = 0.0  # nats per latent dimension (0 disables)
+    # Share of each batch, the rows with the lowest ELBO, left out of the loss (a trimmed
+    # likelihood): set it to the expected contamination when training an anomaly detector
+    # on data that holds anomalies, so that the model does not learn them as normal.
+    trim_fraction: float = 0.0
     validation_fraction: float = 0.1
     early_stopping_patience: int = 10  # epochs without validation ELBO improvement; 0 disables
     seed: int = 0
@@ -78,6 +104,8 @@ class TrainConfig:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective '{self.objective}' is not one of "
                              f"{', '.join(OBJECTIVES)}")
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ValueError(f"trim_fraction must be in [0, 0.5), not {self.trim_fraction}")
         if self.tc_estimator not in ("mws", "mss"):
             raise ValueError(f"tc_estimator '{self.tc_estimator}' is not mws or mss")
 
@@ -101,6 +129,8 @@ class TrainConfig:
 
 def check_compatible(model: ModelConfig, train: TrainConfig) -> None:
     """Combinations each config alone cannot rule out."""
+    if train.objective == "tcvae" and train.trim_fraction > 0:
+        raise ValueError("trim_fraction applies to the ELBO objective, not 'tcvae'")
     if train.objective == "tcvae" and model.latent_layers != 1:
         raise ValueError("objective 'tcvae' needs latent_layers = 1 (β-TCVAE's split of the KL "
                          "is defined for one layer with a factorised prior)")

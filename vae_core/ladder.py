@@ -48,14 +48,15 @@ def gaussian_head(h: torch.Tensor) -> Normal:
 class LadderVAEModule(LatentVariableModule):
     def __init__(self, spans: list[Span], x_dim: int, c_dim: int = 0, latent_dim: int = 8,
                  top_latent_dim: int = 4, hidden: tuple[int, ...] = (256, 256),
-                 min_scale: float = 0.01) -> None:
+                 min_scale: float = 0.01, autoregressive: bool = False,
+                 decoder_scale: str = "row") -> None:
         super().__init__()
         self.x_dim, self.c_dim = x_dim, c_dim
         self.latent_dim, self.top_latent_dim = latent_dim, top_latent_dim
         self.noise_dim = top_latent_dim + latent_dim
         self.embedding_dim = top_latent_dim
         width = hidden[-1]
-        self.likelihood = ColumnLikelihood(spans, min_scale)
+        self.likelihood = ColumnLikelihood(spans, min_scale, decoder_scale)
         # inference: bottom-up, then top-down for z₁
         self.encoder = mlp([x_dim + c_dim, *hidden])
         self.top_encoder = mlp([width, width])
@@ -67,6 +68,7 @@ class LadderVAEModule(LatentVariableModule):
                                                    nn.Linear(width, 2 * latent_dim))
         self.decoder = mlp([latent_dim + top_latent_dim + c_dim, *reversed(hidden)])
         self.likelihood_head = nn.Linear(hidden[0], self.likelihood.out_dim)
+        self._set_decoder_autoregression(autoregressive, hidden[0])
 
     # -- the pieces ----------------------------------------------------------------------
     def bottom_up(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, Normal]:
@@ -87,6 +89,11 @@ class LadderVAEModule(LatentVariableModule):
         """[q(z₂ | x), q(z₁ | x, z₂ = E q(z₂|x))]: top layer first, z₁ at z₂'s mean."""
         h1, q2 = self.bottom_up(x, c)
         return [q2, self.top_down_posterior(h1, q2.loc)]
+
+    def posterior_code(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """[z₁, z₂] at the posterior means (z₁'s given z₂'s), what the decoder reads."""
+        q2, q1 = self.layer_posteriors(x, c)
+        return torch.cat([q1.loc, q2.loc], -1)
 
     def top_prior(self, like: torch.Tensor) -> Normal:
         zero = torch.zeros(*like.shape[:-1], self.top_latent_dim, device=like.device,
@@ -144,5 +151,4 @@ class LadderVAEModule(LatentVariableModule):
         z2 = torch.randn((n, self.top_latent_dim), generator=generator, device=device)
         p1 = self.conditional_prior(z2)
         z1 = p1.loc + p1.scale * torch.randn(p1.loc.shape, generator=generator, device=device)
-        return self.likelihood.sample(self.decode(torch.cat([z1, z2], -1), c), self.x_dim,
-                                      generator)
+        return self.generate(torch.cat([z1, z2], -1), c, generator)

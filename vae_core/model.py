@@ -56,10 +56,13 @@ def _split_kwargs(kwargs: Mapping) -> tuple[dict, dict]:
 
 def build_module(transformer: ColumnTransformer, cfg: ModelConfig) -> LatentVariableModule:
     spans, x_dim, c_dim = transformer.feature_spans, transformer.x_dim, transformer.c_dim
+    autoregressive = cfg.decoder == "autoregressive"
     if cfg.latent_layers == 2:
         return LadderVAEModule(spans, x_dim, c_dim, cfg.latent_dim, cfg.top_latent_dim,
-                               tuple(cfg.hidden), cfg.min_scale)
-    return VAEModule(spans, x_dim, c_dim, cfg.latent_dim, tuple(cfg.hidden), cfg.min_scale)
+                               tuple(cfg.hidden), cfg.min_scale, autoregressive,
+                               cfg.decoder_scale)
+    return VAEModule(spans, x_dim, c_dim, cfg.latent_dim, tuple(cfg.hidden), cfg.min_scale,
+                     autoregressive, cfg.decoder_scale)
 
 
 class TabularVAE:
@@ -101,7 +104,8 @@ class TabularVAE:
         schema = infer_schema(table.schema, self.model_config.columns)
         stats = TableStatistics.of(schema, table)
         self.transformer = ColumnTransformer.fit(schema, stats, self.model_config.max_categories,
-                                                 self.model_config.max_knots)
+                                                 self.model_config.max_knots,
+                                                 self.model_config.numeric_transform)
         enc = self.transformer.transform(table)
         cfg = self.train_config
         is_val = holdout_mask(enc.x, cfg.validation_fraction if table.num_rows >= 20 else 0.0,
@@ -171,6 +175,19 @@ class TabularVAE:
             sigmas.append(torch.cat([q.scale for q in layers], -1).float().cpu().numpy())
         mu = np.concatenate(mus)
         return (mu, np.concatenate(sigmas)) if return_std else mu
+
+    @torch.inference_mode()
+    def reconstruct(self, data: TableLike) -> pa.Table:
+        """Each row passed through the model: decoded at its posterior mean, every column at
+        its most likely value (numbers: the decoder's mean). Same schema as ``sample``."""
+        transformer, module = self._require_fitted()
+        enc = self._encode(data)
+        parts = []
+        for x, c in self._batches(enc):
+            rebuilt = module.generate(module.posterior_code(x, c), c, None, most_likely=True)
+            parts.append(transformer.inverse(rebuilt.double().cpu().numpy(),
+                                             c.double().cpu().numpy(), generated=True))
+        return pa.concat_tables(parts)
 
     def _noise(self, segments: Sequence[tuple[int, ...]], k: int) -> Iterator[torch.Tensor]:
         """ε [k, rows, d] in pieces of about one forward pass each.

@@ -4,7 +4,9 @@ Names follow the math:
     posterior   q(z | x, c) = N(μ(x, c), diag σ²(x, c))
     prior       p(z)        = N(0, I)
     likelihood  p(x | z, c) = Π_columns p(x_col | z, c), one head per column kind:
-                numeric:     N(z_col; m, s) for the value (when present) × Bernoulli(missing)
+                numeric:     N(z_col; m, s) for a continuous value, or for an atom the
+                             probability N(m, s) gives its interval [z_low, z_high]
+                             (when present) × Bernoulli(missing)
                 binary:      Bernoulli(value) (when present) × Bernoulli(missing)
                 categorical: Categorical over the column's slots
     elbo        E_q[log p(x|z,c)] − KL(q ‖ p)                       (one z sample)
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
 
+from vae_core.autoregressive import ColumnAutoregression
 from vae_core.transform import Span
 
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0  # keeps exp() finite: PyOD#609-style NaNs
@@ -35,6 +38,21 @@ class LossOutput(NamedTuple):
     reconstruction: torch.Tensor  # mean over rows of −E_q[log p(x|z)]
     kl: torch.Tensor  # mean over rows of KL(q ‖ p), unweighted
     kl_terms: torch.Tensor | None = None  # β-TCVAE: [MI, TC, dimension-wise KL], batch means
+
+
+def interval_log_prob(d: Normal, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """log P(low < X ≤ high) for X ~ d, accurate in both tails.
+
+    Φ(b) − Φ(a) is computed as Φ(−a) − Φ(−b) when the interval lies above the mean, so that
+    both terms are small and log Φ (``log_ndtr``) keeps their digits.
+    """
+    a, b = (low - d.loc) / d.scale, (high - d.loc) / d.scale
+    upper = a > 0
+    a, b = torch.where(upper, -b, a), torch.where(upper, -a, b)
+    log_a, log_b = torch.special.log_ndtr(a), torch.special.log_ndtr(b)
+    # log(Φ(b) − Φ(a)) = log Φ(b) + log(1 − e^(log Φ(a) − log Φ(b))); the clamp keeps an
+    # interval of zero width (never an atom's) finite instead of −inf.
+    return log_b + torch.log(-torch.expm1((log_a - log_b).clamp(max=-1e-12)))
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -52,26 +70,46 @@ class ColumnLikelihood(nn.Module):
     Output columns are in span order.
     """
 
-    def __init__(self, spans: list[Span], min_scale: float) -> None:
+    def __init__(self, spans: list[Span], min_scale: float, scale: str = "row") -> None:
+        """``scale``: "row", the numeric σ is a decoder output (heteroscedastic); "column",
+        one learned σ per column for every row (homoscedastic: a row cannot be explained
+        away by a wide Gaussian, which anomaly scores want)."""
         super().__init__()
         self.spans, self.min_scale = spans, min_scale
         numeric = [s for s in spans if s.head == "numeric"]
         binary = [s for s in spans if s.head == "binary"]
         categorical = [s for s in spans if s.head == "categorical"]
-        out = 0
+        out, out_columns = 0, []
+        column_of = {s.name: j for j, s in enumerate(spans)}
 
-        def take(n: int) -> list[int]:
+        def take(n: int, span: Span) -> list[int]:
             nonlocal out
             out += n
+            out_columns.extend([column_of[span.name]] * n)
             return list(range(out - n, out))
 
+        # Encoded numeric columns are [z_low, z_high, missing] (vae_core.transform).
         # Decoder output layout: per numeric column (mean, scale, missing-logit), per binary
         # column (logit, missing-logit), per categorical column its logits.
         self.register_buffer("num_x", torch.tensor([s.start for s in numeric], dtype=torch.long))
-        self.register_buffer("num_out", torch.tensor([take(3) for _ in numeric],
+        # Each numeric column's atom intervals, padded with +inf, so that a sampled value is
+        # encoded as the transformer encodes data: its atom's interval, or a point.
+        most = max((len(s.atoms) for s in numeric), default=0)
+        atoms = torch.full((len(numeric), most, 2), math.inf)
+        for i, s in enumerate(numeric):
+            if s.atoms:
+                atoms[i, :len(s.atoms)] = torch.tensor(s.atoms)
+        # Columns without nulls in training never get a null sample (their missing flag is 0).
+        self.register_buffer("num_nullable", torch.tensor([float(s.nullable) for s in numeric]),
+                             persistent=False)
+        self.register_buffer("bin_nullable", torch.tensor([float(s.nullable) for s in binary]),
+                             persistent=False)
+        self.register_buffer("atom_low", atoms[..., 0].contiguous(), persistent=False)
+        self.register_buffer("atom_high", atoms[..., 1].contiguous(), persistent=False)
+        self.register_buffer("num_out", torch.tensor([take(3, s) for s in numeric],
                                                      dtype=torch.long).reshape(-1, 3))
         self.register_buffer("bin_x", torch.tensor([s.start for s in binary], dtype=torch.long))
-        self.register_buffer("bin_out", torch.tensor([take(2) for _ in binary],
+        self.register_buffer("bin_out", torch.tensor([take(2, s) for s in binary],
                                                      dtype=torch.long).reshape(-1, 2))
         width = max((s.width for s in categorical), default=1)
         cat_x = torch.zeros(len(categorical), width, dtype=torch.long)
@@ -80,7 +118,7 @@ class ColumnLikelihood(nn.Module):
         cat_sampleable = torch.zeros(len(categorical), width, dtype=torch.bool)
         for i, s in enumerate(categorical):
             cat_x[i, :s.width] = torch.arange(s.start, s.start + s.width)
-            cat_out[i, :s.width] = torch.tensor(take(s.width))
+            cat_out[i, :s.width] = torch.tensor(take(s.width, s))
             cat_pad[i, :s.width] = False
             cat_sampleable[i, :s.sampleable] = True
         self.register_buffer("cat_x", cat_x)
@@ -88,6 +126,14 @@ class ColumnLikelihood(nn.Module):
         self.register_buffer("cat_pad", cat_pad)
         self.register_buffer("cat_sampleable", cat_sampleable)
         self.out_dim = out
+        n_numeric = len(numeric)
+        self.column_scale = (nn.Parameter(torch.zeros(n_numeric)) if scale == "column"
+                             else None)
+        # The column of each decoder output unit and of each encoded input slot (in span
+        # order), for the autoregressive decoder's masks.
+        self.output_columns = torch.tensor(out_columns, dtype=torch.long)
+        self.input_columns = torch.tensor([j for j, s in enumerate(spans) for _ in range(s.width)],
+                                          dtype=torch.long)
         # Permutation from (numeric, binary, categorical) group order back to span order.
         group_order = numeric + binary + categorical
         self.register_buffer("to_span_order", torch.tensor(
@@ -96,7 +142,8 @@ class ColumnLikelihood(nn.Module):
     def distributions(self, out: torch.Tensor) -> tuple[Normal, Bernoulli, Bernoulli, Bernoulli,
                                                          Categorical]:
         num = out[..., self.num_out]  # [..., n_num, 3]
-        scale = nn.functional.softplus(num[..., 1]) + self.min_scale
+        raw_scale = num[..., 1] if self.column_scale is None else self.column_scale
+        scale = (nn.functional.softplus(raw_scale) + self.min_scale).expand_as(num[..., 0])
         bins = out[..., self.bin_out]  # [..., n_bin, 2]
         logits = out[..., self.cat_out].masked_fill(self.cat_pad, -math.inf)
         # validate_args=False: the inputs are ours and checking them costs ~20 % per step.
@@ -110,33 +157,62 @@ class ColumnLikelihood(nn.Module):
         """log p(x_col | z) for every column: [..., n_columns]. ``out`` may carry sample dims."""
         num_value, num_missing, bin_value, bin_missing, cat = self.distributions(out)
         shape = out.shape[:-1]
-        xv, xm = x[..., self.num_x].expand(*shape, -1), x[..., self.num_x + 1].expand(*shape, -1)
-        lp_num = num_value.log_prob(xv) * (1 - xm) + num_missing.log_prob(xm)
+        low, high, xm = (x[..., self.num_x + i].expand(*shape, -1) for i in range(3))
+        # A point scores its density. An atom (high > low) scores the probability of its
+        # interval spread evenly over it: the density of the value dequantised in z, so
+        # that an atom's score and a continuous value's are both densities in z (rows are
+        # comparable as anomaly scores). Minus log(width) is a constant of the data: the
+        # gradient is the interval probability's, which no prediction can push above 1.
+        atom = high > low
+        width = torch.where(atom, high - low, torch.ones_like(low))
+        lp_value = torch.where(atom, interval_log_prob(num_value, low, high) - width.log(),
+                               num_value.log_prob(low))
+        lp_num = lp_value * (1 - xm) + num_missing.log_prob(xm)
         bv, bm = x[..., self.bin_x].expand(*shape, -1), x[..., self.bin_x + 1].expand(*shape, -1)
         lp_bin = bin_value.log_prob(bv) * (1 - bm) + bin_missing.log_prob(bm)
         target = x[..., self.cat_x].masked_fill(self.cat_pad, -1.0).argmax(-1)
         lp_cat = cat.log_prob(target.expand(*shape, -1))
         return torch.cat([lp_num, lp_bin, lp_cat], dim=-1)[..., self.to_span_order]
 
-    def sample(self, out: torch.Tensor, x_dim: int, generator: torch.Generator | None
-               ) -> torch.Tensor:
-        """Draw encoded rows from p(x|z) (categoricals only from their sampleable slots)."""
+    def encode_draws(self, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_low, z_high) of drawn numeric values [..., n_numeric]: the interval of the atom
+        a draw falls in, else the draw itself (as vae_core.transform encodes the data)."""
+        if self.atom_low.shape[1] == 0:
+            return value, value
+        flat = value.reshape(-1, value.shape[-1]).T.contiguous()  # [n_numeric, draws]
+        i = torch.searchsorted(self.atom_high, flat).clamp(max=self.atom_high.shape[1] - 1)
+        low, high = self.atom_low.gather(1, i), self.atom_high.gather(1, i)
+        inside = (flat >= low) & (flat <= high)
+        low, high = torch.where(inside, low, flat), torch.where(inside, high, flat)
+        return low.T.reshape(value.shape), high.T.reshape(value.shape)
+
+    def sample(self, out: torch.Tensor, x_dim: int, generator: torch.Generator | None,
+               most_likely: bool = False) -> torch.Tensor:
+        """Draw encoded rows from p(x|z) (categoricals only from their sampleable slots);
+        with ``most_likely``, each column's most likely value instead (numbers: the mean)."""
         num_value, num_missing, bin_value, bin_missing, cat = self.distributions(out)
         x = torch.zeros(*out.shape[:-1], x_dim, device=out.device)
 
         def bernoulli(d: Bernoulli) -> torch.Tensor:
-            return torch.bernoulli(d.probs, generator=generator)
+            return ((d.probs > 0.5).float() if most_likely
+                    else torch.bernoulli(d.probs, generator=generator))
 
-        eps = torch.randn(num_value.loc.shape, generator=generator, device=out.device)
-        x[..., self.num_x] = num_value.loc + num_value.scale * eps
-        x[..., self.num_x + 1] = bernoulli(num_missing)
+        value = num_value.loc
+        if not most_likely:
+            value = value + num_value.scale * torch.randn(value.shape, generator=generator,
+                                                          device=out.device)
+        x[..., self.num_x], x[..., self.num_x + 1] = self.encode_draws(value)
+        x[..., self.num_x + 2] = bernoulli(num_missing) * self.num_nullable
         x[..., self.bin_x] = bernoulli(bin_value)
-        x[..., self.bin_x + 1] = bernoulli(bin_missing)
+        x[..., self.bin_x + 1] = bernoulli(bin_missing) * self.bin_nullable
         if self.cat_x.shape[0]:
             logits = cat.logits.masked_fill(~self.cat_sampleable, -math.inf)
-            flat = torch.multinomial(logits.softmax(-1).reshape(-1, logits.shape[-1]), 1,
-                                     generator=generator)
-            choice = flat.reshape(logits.shape[:-1])  # [..., n_cat]
+            if most_likely:
+                choice = logits.argmax(-1)
+            else:
+                flat = torch.multinomial(logits.softmax(-1).reshape(-1, logits.shape[-1]), 1,
+                                         generator=generator)
+                choice = flat.reshape(logits.shape[:-1])  # [..., n_cat]
             columns = torch.arange(self.cat_x.shape[0], device=out.device)
             x.scatter_(-1, self.cat_x[columns, choice], 1.0)
         return x
@@ -157,16 +233,45 @@ class LatentVariableModule(nn.Module):
     likelihood: ColumnLikelihood
     decoder: nn.Module
     likelihood_head: nn.Linear
+    autoregression: ColumnAutoregression | None  # set by _set_decoder_autoregression
 
-    def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Raw parameters of p(x | z, c), z what the decoder reads (may carry sample dims)."""
+    def _set_decoder_autoregression(self, enabled: bool, hidden: int) -> None:
+        lk = self.likelihood
+        self.autoregression = (ColumnAutoregression(lk.input_columns, lk.output_columns, hidden)
+                               if enabled and len(lk.spans) > 1 else None)
+
+    def _factorised(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         c = c.expand(*z.shape[:-1], -1)
         return self.likelihood_head(self.decoder(torch.cat([z, c], -1))).float()
 
+    def decode(self, z: torch.Tensor, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Raw parameters of p(x_j | z, c[, x_<j]) for every column j of the rows x, z what
+        the decoder reads (may carry sample dims). An autoregressive decoder reads x's
+        earlier columns; a factorised one ignores x."""
+        out = self._factorised(z, c)
+        if self.autoregression is not None:
+            out = out + self.autoregression(x).float()
+        return out
+
     def column_log_likelihood(self, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor
                               ) -> torch.Tensor:
-        """log p(x_col | z, c) per column: [..., rows, columns]."""
-        return self.likelihood.log_prob(x, self.decode(z, c))
+        """log p(x_col | z, c[, earlier columns]) per column: [..., rows, columns]."""
+        return self.likelihood.log_prob(x, self.decode(z, c, x))
+
+    def generate(self, z: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None,
+                 most_likely: bool = False) -> torch.Tensor:
+        """Encoded rows x ~ p(x | z, c) (or each column's most likely value): in one pass, or
+        column by column (autoregressive)."""
+        out = self._factorised(z, c)
+        if self.autoregression is None:
+            return self.likelihood.sample(out, self.x_dim, generator, most_likely)
+        x = torch.zeros(*out.shape[:-1], self.x_dim, device=out.device)
+        for span in self.likelihood.spans:  # column j's draw sees columns < j as drawn
+            draw = self.likelihood.sample(out + self.autoregression(x).float(), self.x_dim,
+                                          generator, most_likely)
+            x[..., span.start:span.start + span.width] = draw[..., span.start:
+                                                             span.start + span.width]
+        return x
 
     def elbo_terms(self, x: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +283,10 @@ class LatentVariableModule(nn.Module):
     def layer_posteriors(self, x: torch.Tensor, c: torch.Tensor) -> list[Normal]:
         """The posterior of every latent layer, top layer first."""
         return [self.posterior(x, c)]
+
+    def posterior_code(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads, at the posterior means (for reconstructions)."""
+        return self.posterior(x, c).loc
 
     def importance_weights(self, x: torch.Tensor, c: torch.Tensor, k: int,
                            samples_per_pass: int = 32, generator: torch.Generator | None = None,
@@ -205,12 +314,17 @@ class LatentVariableModule(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, kl_weight: float = 1.0,
                 free_bits: float = 0.0, tc_weights: tuple[float, float, float] | None = None,
-                dataset_size: int | None = None, tc_estimator: str = "mws") -> LossOutput:
+                dataset_size: int | None = None, tc_estimator: str = "mws",
+                trim_fraction: float = 0.0) -> LossOutput:
         """Training loss: −(E_q log p(x|z) − kl_weight · KL), batch mean.
 
         ``free_bits`` (nats per latent dimension, batch-averaged, Kingma et al. 2016) stops
         the optimiser from pushing a dimension's KL below that floor, against posterior
         collapse. It changes the loss only; reported KL is the true one.
+
+        ``trim_fraction`` leaves the rows with the worst loss out of the mean (a trimmed
+        likelihood estimator): rows the model finds least likely, anomalies in the
+        training data among them, then do not pull the model towards them.
 
         ``tc_weights`` = (α, β, γ) makes it β-TCVAE (see VAEModule.kl_decomposition),
         ``dataset_size`` being the N of the aggregate posterior (default: the batch).
@@ -219,8 +333,14 @@ class LatentVariableModule(nn.Module):
             return self.tcvae_loss(x, c, kl_weight, tc_weights, dataset_size or len(x),
                                    tc_estimator)
         log_px_z, kl = self.elbo_terms(x, c)
-        reconstruction = -log_px_z.sum(-1).mean()
-        kl_per_dim = kl.mean(0)
+        reconstruction_per_row = -log_px_z.sum(-1)
+        kept = slice(None)
+        if trim_fraction > 0:
+            keep = max(1, round(len(x) * (1 - trim_fraction)))
+            kept = torch.topk(reconstruction_per_row + kl_weight * kl.sum(-1), keep,
+                              largest=False).indices
+        reconstruction = reconstruction_per_row[kept].mean()
+        kl_per_dim = kl[kept].mean(0)
         kl_penalty = kl_per_dim.clamp(min=free_bits).sum() if free_bits > 0 else kl_per_dim.sum()
         return LossOutput(reconstruction + kl_weight * kl_penalty, reconstruction.detach(),
                           kl_per_dim.sum().detach())
@@ -235,15 +355,17 @@ class VAEModule(LatentVariableModule):
     """One stochastic layer: q(z|x,c), p(z) = N(0, I), p(x|z,c)."""
 
     def __init__(self, spans: list[Span], x_dim: int, c_dim: int = 0, latent_dim: int = 8,
-                 hidden: tuple[int, ...] = (256, 256), min_scale: float = 0.01) -> None:
+                 hidden: tuple[int, ...] = (256, 256), min_scale: float = 0.01,
+                 autoregressive: bool = False, decoder_scale: str = "row") -> None:
         super().__init__()
         self.x_dim, self.c_dim, self.latent_dim = x_dim, c_dim, latent_dim
         self.noise_dim = self.embedding_dim = latent_dim
-        self.likelihood = ColumnLikelihood(spans, min_scale)
+        self.likelihood = ColumnLikelihood(spans, min_scale, decoder_scale)
         self.encoder = mlp([x_dim + c_dim, *hidden])
         self.posterior_head = nn.Linear(hidden[-1], 2 * latent_dim)
         self.decoder = mlp([latent_dim + c_dim, *reversed(hidden)])
         self.likelihood_head = nn.Linear(hidden[0], self.likelihood.out_dim)
+        self._set_decoder_autoregression(autoregressive, hidden[0])
 
     # -- the two halves ------------------------------------------------------------------
     def posterior(self, x: torch.Tensor, c: torch.Tensor) -> Normal:
@@ -349,4 +471,4 @@ class VAEModule(LatentVariableModule):
     def sample(self, n: int, c: torch.Tensor, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu") -> torch.Tensor:
         z = torch.randn((n, self.latent_dim), generator=generator, device=device)
-        return self.likelihood.sample(self.decode(z, c), self.x_dim, generator)
+        return self.generate(z, c, generator)

@@ -62,10 +62,19 @@ class Moments:
         return math.sqrt(self.m2 / self.count) if self.count else 0.0
 
 
-def _accumulate(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum counts per key; keys come back sorted and unique."""
+def _accumulate(keys: np.ndarray, counts: np.ndarray, low: np.ndarray, high: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per key: the summed counts and the smallest and largest value seen (keys sorted)."""
     unique, inverse = np.unique(keys, return_inverse=True)
-    return unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
+    lo, hi = np.full(len(unique), np.inf), np.full(len(unique), -np.inf)
+    np.minimum.at(lo, inverse, low)
+    np.maximum.at(hi, inverse, high)
+    return (unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64),
+            lo, hi)
+
+
+def _empty(dtype=np.int64) -> np.ndarray:
+    return np.zeros(0, dtype)
 
 
 @dataclass
@@ -75,14 +84,24 @@ class QuantileSketch:
     Stores are sorted key/count arrays, so update and merge are vectorised. With the
     default relative accuracy of 1e-4, integer columns get one bucket per value and narrow
     float ranges (e.g. latitudes) keep about 10⁴ distinct levels per factor e.
+
+    Each bucket also keeps the smallest and largest value it has seen (they merge by min
+    and max): a bucket whose two are equal holds one exact value, which is how the
+    quantile map finds atoms, values with probability mass of their own.
     """
 
     relative_accuracy: float = 1e-4
-    pos_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    pos_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    neg_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    neg_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pos_keys: np.ndarray = field(default_factory=_empty)
+    pos_counts: np.ndarray = field(default_factory=_empty)
+    neg_keys: np.ndarray = field(default_factory=_empty)
+    neg_counts: np.ndarray = field(default_factory=_empty)
     zero: int = 0
+    pos_low: np.ndarray = field(default_factory=lambda: _empty(np.float64))
+    pos_high: np.ndarray = field(default_factory=lambda: _empty(np.float64))
+    neg_low: np.ndarray = field(default_factory=lambda: _empty(np.float64))
+    neg_high: np.ndarray = field(default_factory=lambda: _empty(np.float64))
+    zero_low: float = math.inf
+    zero_high: float = -math.inf
 
     # |x| below this counts as zero; keeps the bucket range bounded.
     MIN_MAGNITUDE = 1e-9
@@ -96,23 +115,32 @@ class QuantileSketch:
 
     def update(self, x: np.ndarray) -> None:
         big = np.abs(x) >= self.MIN_MAGNITUDE
-        self.zero += int((~big).sum())
-        pos, neg = self._index(x[big & (x > 0)]), self._index(-x[big & (x < 0)])
-        self.pos_keys, self.pos_counts = _accumulate(
-            np.concatenate([self.pos_keys, pos]),
-            np.concatenate([self.pos_counts, np.ones(len(pos), np.int64)]))
-        self.neg_keys, self.neg_counts = _accumulate(
-            np.concatenate([self.neg_keys, neg]),
-            np.concatenate([self.neg_counts, np.ones(len(neg), np.int64)]))
+        small = x[~big]
+        if len(small):
+            self.zero += len(small)
+            self.zero_low = min(self.zero_low, float(small.min()))
+            self.zero_high = max(self.zero_high, float(small.max()))
+        pos, neg = x[big & (x > 0)], x[big & (x < 0)]
+        self.pos_keys, self.pos_counts, self.pos_low, self.pos_high = _accumulate(
+            np.concatenate([self.pos_keys, self._index(pos)]),
+            np.concatenate([self.pos_counts, np.ones(len(pos), np.int64)]),
+            np.concatenate([self.pos_low, pos]), np.concatenate([self.pos_high, pos]))
+        self.neg_keys, self.neg_counts, self.neg_low, self.neg_high = _accumulate(
+            np.concatenate([self.neg_keys, self._index(-neg)]),
+            np.concatenate([self.neg_counts, np.ones(len(neg), np.int64)]),
+            np.concatenate([self.neg_low, neg]), np.concatenate([self.neg_high, neg]))
 
     def merge(self, other: QuantileSketch) -> QuantileSketch:
         if other.relative_accuracy != self.relative_accuracy:
             raise ValueError("cannot merge sketches of different accuracy")
-        pos = _accumulate(np.concatenate([self.pos_keys, other.pos_keys]),
-                          np.concatenate([self.pos_counts, other.pos_counts]))
-        neg = _accumulate(np.concatenate([self.neg_keys, other.neg_keys]),
-                          np.concatenate([self.neg_counts, other.neg_counts]))
-        return QuantileSketch(self.relative_accuracy, *pos, *neg, self.zero + other.zero)
+        pos = _accumulate(*(np.concatenate([getattr(self, f), getattr(other, f)])
+                            for f in ("pos_keys", "pos_counts", "pos_low", "pos_high")))
+        neg = _accumulate(*(np.concatenate([getattr(self, f), getattr(other, f)])
+                            for f in ("neg_keys", "neg_counts", "neg_low", "neg_high")))
+        return QuantileSketch(self.relative_accuracy, pos[0], pos[1], neg[0], neg[1],
+                              self.zero + other.zero, pos[2], pos[3], neg[2], neg[3],
+                              min(self.zero_low, other.zero_low),
+                              max(self.zero_high, other.zero_high))
 
     def buckets(self) -> tuple[np.ndarray, np.ndarray]:
         """Bucket representative values (ascending) and their counts."""
@@ -124,6 +152,12 @@ class QuantileSketch:
                                  self.pos_counts]).astype(np.int64)
         return values, counts
 
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The smallest and largest value seen in each bucket, in the order of ``buckets``."""
+        zero = ([self.zero_low], [self.zero_high]) if self.zero else ([], [])
+        return (np.concatenate([self.neg_low[::-1], zero[0], self.pos_low]),
+                np.concatenate([self.neg_high[::-1], zero[1], self.pos_high]))
+
     def quantile(self, q: float) -> float:
         values, counts = self.buckets()
         if len(values) == 0:
@@ -134,16 +168,21 @@ class QuantileSketch:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, QuantileSketch) and self.to_dict() == other.to_dict()
 
+    _ARRAYS = ("pos_keys", "pos_counts", "neg_keys", "neg_counts", "pos_low", "pos_high",
+               "neg_low", "neg_high")
+
     def to_dict(self) -> dict:
+        zero = [self.zero_low, self.zero_high] if self.zero else None  # JSON has no inf
         return {"relative_accuracy": self.relative_accuracy, "zero": self.zero,
-                "pos_keys": self.pos_keys.tolist(), "pos_counts": self.pos_counts.tolist(),
-                "neg_keys": self.neg_keys.tolist(), "neg_counts": self.neg_counts.tolist()}
+                "zero_bounds": zero, **{f: getattr(self, f).tolist() for f in self._ARRAYS}}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> QuantileSketch:
-        arr = lambda k: np.asarray(d[k], np.int64)  # noqa: E731
-        return cls(d["relative_accuracy"], arr("pos_keys"), arr("pos_counts"), arr("neg_keys"),
-                   arr("neg_counts"), int(d["zero"]))
+        arrays = {f: np.asarray(d[f], np.int64 if f.endswith(("keys", "counts")) else np.float64)
+                  for f in cls._ARRAYS}
+        low, high = d["zero_bounds"] or (math.inf, -math.inf)
+        return cls(d["relative_accuracy"], zero=int(d["zero"]), zero_low=low, zero_high=high,
+                   **arrays)
 
 
 @dataclass

@@ -58,7 +58,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c:
     """One optimiser step; ``dataset_size`` is β-TCVAE's N (the training rows)."""
     opt.zero_grad(set_to_none=True)
     out: LossOutput = model(x, c, kl_weight, cfg.free_bits, cfg.tc_weights, dataset_size,
-                            cfg.tc_estimator)
+                            cfg.tc_estimator, cfg.trim_fraction)
     out.loss.backward()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -66,20 +66,33 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c:
     return out
 
 
+def kept_elbo(module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor,
+              generator: torch.Generator | None, trim_fraction: float = 0.0
+              ) -> tuple[float, int]:
+    """(sum, rows) of the per-row ELBO (β = 1) over a batch, leaving out its
+    ``trim_fraction`` lowest rows, as the training loss does: with contaminated data the
+    validation score then measures the inliers and does not reward learning anomalies."""
+    elbo = module.elbo(x, c, generator)
+    if trim_fraction > 0:
+        elbo = torch.topk(elbo, max(1, round(len(elbo) * (1 - trim_fraction)))).values
+    return float(elbo.sum()), len(elbo)
+
+
 @torch.inference_mode()
 def mean_elbo(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, batch_size: int = 4096,
-              seed: int = 0) -> float:
-    """Mean per-row ELBO (β = 1) over a data set, with a fixed noise seed."""
+              seed: int = 0, trim_fraction: float = 0.0) -> float:
+    """Mean per-row ELBO (β = 1) over a data set, with a fixed noise seed (see kept_elbo)."""
     if len(x) == 0:
         return math.nan
     gen = torch.Generator().manual_seed(seed)
     device = next(module.parameters()).device
-    total = 0.0
+    total, rows = 0.0, 0
     for start in range(0, len(x), batch_size):
         xb = torch.from_numpy(x[start:start + batch_size]).to(device)
         cb = torch.from_numpy(c[start:start + batch_size]).to(device)
-        total += float(module.elbo(xb, cb, gen.manual_seed(seed + start)).sum())
-    return total / len(x)
+        s, n = kept_elbo(module, xb, cb, gen.manual_seed(seed + start), trim_fraction)
+        total, rows = total + s, rows + n
+    return total / rows
 
 
 class EarlyStopping:
@@ -156,7 +169,8 @@ def fit_module(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, x_val
         lr = opt.param_groups[0]["lr"]
         schedule.step()
         module.eval()
-        val = mean_elbo(module, x_val, c_val) if len(x_val) else None
+        val = mean_elbo(module, x_val, c_val, trim_fraction=cfg.trim_fraction) if len(x_val) \
+            else None
         best = stopper.update(val, module) if val is not None else False
         means = (sums / len(x)).tolist()
         report = EpochReport(epoch + 1, cfg.epochs, *means[:3], val, cfg.kl_weight(epoch + 1),

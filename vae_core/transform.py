@@ -2,8 +2,10 @@
 
 Layout of the feature matrix ``x`` (one block per modelled column, schema order):
 
-* numeric (continuous, integer, datetime): ``[z, missing]`` — z from the quantile→normal
-  map (0 where missing), missing ∈ {0, 1};
+* numeric (continuous, integer, datetime): ``[z_low, z_high, missing]`` — the value's
+  interval of z under the quantile→normal map: a point (low = high) for a continuous
+  value, the interval of its probability mass for an atom (see quantile_map); 0 where
+  missing; missing ∈ {0, 1};
 * binary: ``[value, missing]``;
 * categorical: one-hot over ``[known categories..., null, other, unknown]``. "other" holds
   the categories beyond ``max_categories``; "unknown" receives values never seen in
@@ -24,9 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vae_core.arrow_values import binary_values, from_numeric, label_values, numeric_values
+from vae_core.config import NUMERIC_TRANSFORMS
 from vae_core.errors import SchemaError
 from vae_core.quantile_map import QuantileNormalMap
 from vae_core.schema import ColumnSpec, Kind, TableSchema, type_from_string
+from vae_core.standard_map import StandardScoreMap
 from vae_core.statistics import TableStatistics
 
 
@@ -39,38 +43,51 @@ class Span:
     start: int
     width: int
     sampleable: int = 0  # categorical: leading slots a sample may take (known + null)
+    atoms: tuple[tuple[float, float], ...] = ()  # numeric: each atom's (z_low, z_high)
+    nullable: bool = True  # numeric, binary: training had nulls, so a sample may be null
 
 
 def _missing(block: np.ndarray, generated: bool, null_rate: float) -> np.ndarray:
-    """The missing flag of a [value, missing] block. A generated row is never null in a
-    column that had no nulls in training, whatever small mass the model left there."""
+    """The missing flag, a block's last slot. A generated row is never null in a column
+    that had no nulls in training, whatever small mass the model left there."""
     if generated and null_rate == 0:
         return np.zeros(len(block), bool)
-    return block[:, 1] > 0.5
+    return block[:, -1] > 0.5
 
 
 def _draw_missing(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(n) < rate).astype(np.float64)
 
 
+NumericMap = QuantileNormalMap | StandardScoreMap
+
+
+def _numeric_map_from_dict(d: Mapping) -> NumericMap:
+    return (StandardScoreMap if d.get("kind") == "standard" else QuantileNormalMap).from_dict(d)
+
+
 class NumericEncoder:
     head = "numeric"
-    width = 2
+    width = 3
 
-    def __init__(self, spec: ColumnSpec, qmap: QuantileNormalMap, null_rate: float) -> None:
+    def __init__(self, spec: ColumnSpec, qmap: NumericMap, null_rate: float) -> None:
         self.spec, self.qmap, self.null_rate = spec, qmap, null_rate
 
     def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Encoded draws from the training marginal (the map sends it to ≈ N(0, 1))."""
-        return np.stack([rng.standard_normal(n), _draw_missing(n, self.null_rate, rng)], axis=1)
+        values = self.qmap.inverse(rng.standard_normal(n), generated=True)
+        low, high = self.qmap.forward(values)
+        return np.stack([low, high, _draw_missing(n, self.null_rate, rng)], axis=1)
 
     def encode(self, array: pa.Array) -> tuple[np.ndarray, int]:
         values, missing = numeric_values(self.spec.name, array, self.spec.kind)
-        z = np.where(missing, 0.0, self.qmap.forward(values))
-        return np.stack([z, missing.astype(np.float64)], axis=1), 0
+        low, high = self.qmap.forward(values)
+        low, high = np.where(missing, 0.0, low), np.where(missing, 0.0, high)
+        return np.stack([low, high, missing.astype(np.float64)], axis=1), 0
 
     def decode(self, block: np.ndarray, type_: pa.DataType, generated: bool = False) -> pa.Array:
-        values = self.qmap.inverse(block[:, 0].astype(np.float64), generated)
+        middle = (block[:, 0].astype(np.float64) + block[:, 1]) / 2
+        values = self.qmap.inverse(middle, generated)
         return from_numeric(values, _missing(block, generated, self.null_rate), self.spec.kind,
                             type_)
 
@@ -185,7 +202,11 @@ class ColumnTransformer:
             # Samples may take the known categories, and null only if training had nulls.
             sampleable = (enc.null_slot + (enc.nulls > 0) if isinstance(enc, CategoricalEncoder)
                           else 0)
-            spans.append(Span(spec.name, enc.head, start, enc.width, sampleable))
+            atoms = (tuple((float(lo), float(hi)) for _, lo, hi in enc.qmap.atoms)
+                     if isinstance(enc, NumericEncoder) else ())
+            nullable = getattr(enc, "null_rate", 1.0) > 0
+            spans.append(Span(spec.name, enc.head, start, enc.width, sampleable, atoms,
+                              nullable))
             start += enc.width
         return spans
 
@@ -199,7 +220,12 @@ class ColumnTransformer:
 
     @classmethod
     def fit(cls, schema: TableSchema, stats: TableStatistics, max_categories: int = 100,
-            max_knots: int = 512) -> ColumnTransformer:
+            max_knots: int = 512, numeric_transform: str = "quantile") -> ColumnTransformer:
+        """``numeric_transform``: "quantile" (quantile→normal with atoms, the default) or
+        "standard" (z = (x − mean) / std; see vae_core.standard_map)."""
+        if numeric_transform not in NUMERIC_TRANSFORMS:
+            raise ValueError(f"numeric_transform '{numeric_transform}' is not one of "
+                             f"{', '.join(NUMERIC_TRANSFORMS)}")
         stats.check_fittable()
         encoders: dict[str, Encoder] = {}
         for spec in schema.columns:
@@ -208,8 +234,9 @@ class ColumnTransformer:
             col = stats.columns[spec.name]
             null_rate = col.nulls / col.rows
             if spec.kind.numeric:
-                encoders[spec.name] = NumericEncoder(spec, QuantileNormalMap.fit(col, max_knots),
-                                                     null_rate)
+                qmap = (StandardScoreMap.fit(col) if numeric_transform == "standard" else
+                        QuantileNormalMap.fit(col, max_knots, integer=spec.kind is Kind.INTEGER))
+                encoders[spec.name] = NumericEncoder(spec, qmap, null_rate)
             elif spec.kind is Kind.BINARY:
                 present = col.rows - col.nulls
                 encoders[spec.name] = BinaryEncoder(spec, col.categories.get(1, 0) / present,
@@ -297,7 +324,7 @@ class ColumnTransformer:
                 continue
             e = d["encoders"][spec.name]
             if spec.kind.numeric:
-                encoders[spec.name] = NumericEncoder(spec, QuantileNormalMap.from_dict(e["map"]),
+                encoders[spec.name] = NumericEncoder(spec, _numeric_map_from_dict(e["map"]),
                                                      e["null_rate"])
             elif spec.kind is Kind.BINARY:
                 encoders[spec.name] = BinaryEncoder(spec, e["one_rate"], e["null_rate"])

@@ -1,0 +1,155 @@
+"""The decoder options, tested as math: the autoregressive decoder is a normalised
+distribution that reads only earlier columns; the per-column scale is one σ for all rows;
+the trimmed loss leaves out exactly the worst rows; generated rows are encoded as data is."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from vae_core import TabularVAE
+from vae_core.config import ModelConfig, TrainConfig
+from vae_core.module import VAEModule
+from vae_core.transform import Span
+
+# Three small categorical columns: every encoded row can be enumerated.
+WIDTHS = (2, 3, 2)
+SPANS = [Span(f"k{i}", "categorical", sum(WIDTHS[:i]), w, sampleable=w)
+         for i, w in enumerate(WIDTHS)]
+X_DIM = sum(WIDTHS)
+
+
+def every_row() -> torch.Tensor:
+    rows = []
+    for choice in itertools.product(*(range(w) for w in WIDTHS)):
+        row = torch.zeros(X_DIM)
+        for span, k in zip(SPANS, choice, strict=True):
+            row[span.start + k] = 1.0
+        rows.append(row)
+    return torch.stack(rows)
+
+
+def autoregressive_module(seed: int = 0) -> VAEModule:
+    torch.manual_seed(seed)
+    module = VAEModule(SPANS, x_dim=X_DIM, latent_dim=2, hidden=(16,), autoregressive=True)
+    # The correction starts at zero (a factorised decoder); make it do something.
+    for p in module.autoregression.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return module.eval()
+
+
+def test_the_autoregressive_decoder_is_a_normalised_distribution_over_rows():
+    module = autoregressive_module()
+    x = every_row()
+    z = torch.randn(1, 2).expand(len(x), -1)  # one code, every possible row
+    with torch.no_grad():
+        log_p = module.column_log_likelihood(x, z, torch.zeros(len(x), 0)).sum(-1)
+    torch.testing.assert_close(log_p.exp().sum(), torch.tensor(1.0), rtol=1e-5, atol=1e-6)
+    # ... and a different one from the factorised decoder's (the correction is used).
+    module.autoregression = None
+    with torch.no_grad():
+        factorised = module.column_log_likelihood(x, z, torch.zeros(len(x), 0)).sum(-1)
+    assert (factorised - log_p).abs().max() > 1e-2
+
+
+def test_column_j_reads_only_the_columns_before_it():
+    module = autoregressive_module()
+    x = every_row()
+    with torch.no_grad():
+        base = module.autoregression(x)
+        out_columns = module.likelihood.output_columns
+        for j, span in enumerate(SPANS):
+            changed = x.clone()
+            changed[:, span.start:span.start + span.width] = torch.rand(len(x), span.width)
+            delta = (module.autoregression(changed) - base).abs().amax(0)
+            assert (delta[out_columns <= j] == 0).all(), j  # itself and earlier: untouched
+            if j + 1 < len(SPANS):
+                assert delta[out_columns > j].max() > 0, j  # later columns do read it
+
+
+def test_sampling_draws_from_the_distribution_it_scores():
+    module = autoregressive_module(seed=1)
+    z = torch.randn(1, 2)
+    n = 40_000
+    with torch.no_grad():
+        draws = module.generate(z.expand(n, -1), torch.zeros(n, 0), torch.Generator()
+                                .manual_seed(0))
+        x = every_row()
+        p = module.column_log_likelihood(x, z.expand(len(x), -1), torch.zeros(len(x), 0)
+                                         ).sum(-1).exp()
+    freq = (draws[:, None, :] == x[None, :, :]).all(-1).float().mean(0)
+    np.testing.assert_allclose(freq.numpy(), p.numpy(), atol=4 * np.sqrt(0.25 / n))
+
+
+def test_a_generated_row_encodes_back_to_what_the_model_drew(adult_train):
+    vae = TabularVAE(epochs=2, seed=0, decoder="autoregressive").fit(adult_train.slice(0, 3000))
+    with torch.no_grad():
+        x = vae.module.sample(2000, torch.zeros(2000, 0), torch.Generator().manual_seed(0))
+    table = vae.transformer.inverse(x.double().numpy(), np.zeros((2000, 0)), generated=True)
+    again = vae.transformer.transform(table).x
+    # Atoms come back as their exact interval; continuous values to float32 rounding (and
+    # integer columns to their rounding: fnlwgt is an integer column without atoms).
+    spans = {s.name: s for s in vae.transformer.feature_spans}
+    fnlwgt = spans["fnlwgt"]
+    other = np.ones(x.shape[1], bool)
+    other[fnlwgt.start:fnlwgt.start + 2] = False
+    np.testing.assert_allclose(again[:, other], x.numpy()[:, other], atol=1e-4)
+    assert spans["age"].atoms and spans["education-num"].atoms  # ages, codes: atoms
+
+
+def test_a_per_column_scale_is_one_sigma_for_every_row_and_it_is_learned():
+    spans = [Span("a", "numeric", 0, 3), Span("b", "numeric", 3, 3)]
+    module = VAEModule(spans, x_dim=6, latent_dim=2, hidden=(8,), decoder_scale="column")
+    value = torch.randn(64, 2)
+    x = torch.stack([value[:, 0], value[:, 0], torch.zeros(64), value[:, 1], value[:, 1],
+                     torch.zeros(64)], -1)
+    out = module.decode(module.posterior(x, torch.zeros(64, 0)).loc, torch.zeros(64, 0), x)
+    scale = module.likelihood.distributions(out)[0].scale
+    torch.testing.assert_close(scale, scale[:1].expand_as(scale))
+    module(x, torch.zeros(64, 0)).loss.backward()
+    assert module.likelihood.column_scale.grad.abs().sum() > 0
+
+
+def test_the_trimmed_loss_is_the_mean_over_the_best_rows():
+    torch.manual_seed(0)
+    spans = [Span("a", "numeric", 0, 3)]
+    module = VAEModule(spans, x_dim=3, latent_dim=2, hidden=(8,))
+    value = torch.cat([torch.randn(19), torch.tensor([40.0])])  # one row far out
+    x = torch.stack([value, value, torch.zeros(20)], -1)
+    c = torch.zeros(20, 0)
+    torch.manual_seed(1)
+    log_px_z, kl = module.elbo_terms(x, c)
+    per_row = -log_px_z.sum(-1) + kl.sum(-1)
+    torch.manual_seed(1)
+    trimmed = module(x, c, kl_weight=1.0, trim_fraction=0.1)  # 2 of 20 rows left out
+    kept = per_row.argsort()[:18]
+    torch.testing.assert_close(trimmed.loss, per_row[kept].mean())
+    assert 19 not in kept.tolist()  # the far-out row is among those left out
+    torch.manual_seed(1)
+    assert module(x, c, kl_weight=1.0).loss > trimmed.loss
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: ModelConfig(decoder="deep"), "decoder 'deep' is not one of"),
+    (lambda: ModelConfig(numeric_transform="log"), "numeric_transform 'log' is not one of"),
+    (lambda: ModelConfig(decoder_scale="cell"), "decoder_scale 'cell' is not row or column"),
+    (lambda: TrainConfig(trim_fraction=0.6), r"trim_fraction must be in \[0, 0.5\)"),
+    (lambda: TabularVAE(objective="tcvae", trim_fraction=0.1), "trim_fraction applies to"),
+])
+def test_bad_options_are_refused_by_name(make, words):
+    with pytest.raises(ValueError, match=words):
+        make()
+
+
+def test_reconstructions_keep_the_columns_a_trained_model_knows(adult_train, adult_test):
+    vae = TabularVAE(epochs=6, seed=0, batch_size=128).fit(adult_train.slice(0, 8000))
+    rows = adult_test.slice(0, 1000)
+    rebuilt = vae.reconstruct(rows)
+    assert rebuilt.schema == rows.schema
+    same = {c: np.mean(np.asarray(rebuilt.column(c)) == np.asarray(rows.column(c)))
+            for c in ("sex", "relationship", "marital-status")}
+    # Better than the most frequent value of each column in these rows.
+    for c, share in same.items():
+        majority = rows.column(c).value_counts().field("counts").to_numpy().max() / 1000
+        assert share > majority + 0.05, (c, share, majority)
