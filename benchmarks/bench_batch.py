@@ -25,6 +25,9 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results_file import write_section  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_training import PeakRSS  # noqa: E402
@@ -123,8 +126,7 @@ def main() -> None:
                 results.append(("embed", rows, how, measure(how, "embed", model, data)))
     print(json.dumps(results))
     if args.out:
-        with args.out.open("a") as f:
-            f.write(render(results, args))
+        write_section(args.out, render(results, args))
 
 
 def render(results: list, args: argparse.Namespace) -> str:

@@ -23,6 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_file import write_section  # noqa: E402
+
 from vae_core import TabularVAE  # noqa: E402
 from vae_core.datasets.factors import independent_factors  # noqa: E402
 from vae_core.disentanglement import mutual_information_gap  # noqa: E402
@@ -69,8 +71,7 @@ def main() -> None:
     for name, runs in results.items():
         print(name, json.dumps(runs), flush=True)
     if args.out:
-        with args.out.open("a") as f:
-            f.write(render(results, args))
+        write_section(args.out, render(results, args))
 
 
 def render(results: dict, args: argparse.Namespace) -> str:

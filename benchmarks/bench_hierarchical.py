@@ -25,6 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_file import write_section  # noqa: E402
+
 from vae_core import TabularVAE  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "adult"
@@ -77,8 +79,7 @@ def main() -> None:
                          for s in args.seeds.split(",")]
         print(name, json.dumps(results[name]), flush=True)
     if args.out:
-        with args.out.open("a") as f:
-            f.write(render(results, args, train.num_rows, test.num_rows))
+        write_section(args.out, render(results, args, train.num_rows, test.num_rows))
 
 
 def render(results: dict, args: argparse.Namespace, n_train: int, n_test: int) -> str:

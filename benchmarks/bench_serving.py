@@ -33,6 +33,8 @@ from fastapi import FastAPI, Request
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_file import write_section  # noqa: E402
+
 from serving.codecs import ARROW_STREAM, table_to_arrow  # noqa: E402
 from vae_core import TabularVAE  # noqa: E402
 from vae_core.datasets import load_adult  # noqa: E402
@@ -163,8 +165,7 @@ def main() -> None:
             serve.shutdown()
             ray.shutdown()
     if args.out:
-        with args.out.open("a") as f:
-            f.write(render(results, args))
+        write_section(args.out, render(results, args))
 
 
 def render(results: dict, args: argparse.Namespace) -> str:

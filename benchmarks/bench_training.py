@@ -29,6 +29,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_file import write_section  # noqa: E402
+
 
 def _rss_of_tree() -> int:
     import psutil
@@ -155,8 +157,7 @@ def main() -> None:
             print(which, results[which], flush=True)
     print(json.dumps(results))
     if args.out:
-        with args.out.open("a") as f:
-            f.write(render(results, args))
+        write_section(args.out, render(results, args))
 
 
 def render(results: dict, args: argparse.Namespace) -> str:

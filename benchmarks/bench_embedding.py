@@ -1,0 +1,175 @@
+"""Embeddings: the VAE's posterior means vs PCA with the same number of dimensions.
+
+    .venv/bin/python benchmarks/bench_embedding.py --dims 2,8,16
+
+Two tables, each split into rows to fit on and held-out rows to measure on:
+
+* Adult (../shared/data/adult, its train/test split), label ``income``, which neither
+  method sees. PCA's input: numeric columns standardised on train, categorical columns
+  one-hot over the train levels.
+* scikit-learn's bundled digits (8×8 images as 64 integer columns), label the digit,
+  stratified 70/30 split (seed 0). PCA's input: the raw pixel values.
+
+For d = each of ``--dims``: the VAE (TabularVAE defaults, ``latent_dim = d``) and PCA
+(d components), both fitted on the fit rows without the label. Measured on the held-out
+rows: balanced accuracy of a 10-nearest-neighbour classifier of the label (fitted on the
+fit rows' embeddings), trustworthiness (n_neighbors = 10) of the embedding against PCA's
+input space, and the reconstruction error in that space (mean squared error per row:
+PCA's inverse transform; the VAE's decoder at the posterior mean, most likely values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from results_file import write_section  # noqa: E402
+from synthetic_metrics import CATEGORICAL, NUMERIC  # noqa: E402
+
+from vae_core import TabularVAE  # noqa: E402
+
+ADULT = ROOT.parent / "shared" / "data" / "adult"
+# The defaults, and the README's setting for embeddings: a smaller KL weight keeps more
+# of each row in the code (more active dimensions).
+RECIPES = {"defaults": {}, "embedding setting": {"beta": 0.25}}
+
+
+class Task:
+    """A table to embed: fit rows, held-out rows, labels, and PCA's input space."""
+
+    def __init__(self, name: str, fit: pd.DataFrame, held_out: pd.DataFrame, label: str,
+                 space) -> None:
+        self.name, self.fit, self.held_out, self.label = name, fit, held_out, label
+        self.space = space  # DataFrame -> PCA's input matrix
+
+    def features(self, frame: pd.DataFrame) -> pa.Table:
+        return pa.Table.from_pandas(frame.drop(columns=[self.label]), preserve_index=False)
+
+
+def adult() -> Task:
+    train, test = (pd.read_parquet(ADULT / f"{s}.parquet") for s in ("train", "test"))
+    categorical = [c for c in CATEGORICAL if c != "income"]
+    mean, std = train[NUMERIC].mean(), train[NUMERIC].std()
+    levels = {c: np.array(sorted(train[c].unique())) for c in categorical}
+
+    def space(frame: pd.DataFrame) -> np.ndarray:
+        numbers = ((frame[NUMERIC] - mean) / std).to_numpy(np.float64)
+        one_hot = [(frame[c].to_numpy()[:, None] == levels[c][None, :]).astype(np.float64)
+                   for c in categorical]
+        return np.hstack([numbers, *one_hot])
+
+    return Task("Adult", train, test, "income", space)
+
+
+def digits() -> Task:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    frame = pd.DataFrame(data.data.astype(np.int64), columns=[f"p{i}" for i in range(64)])
+    frame["digit"] = data.target.astype(str)
+    fit, held_out = train_test_split(frame, test_size=0.3, stratify=frame["digit"],
+                                     random_state=0)
+    pixels = [f"p{i}" for i in range(64)]
+    return Task("digits", fit.reset_index(drop=True), held_out.reset_index(drop=True), "digit",
+                lambda f: f[pixels].to_numpy(np.float64))
+
+
+def scores(task: Task, fit_codes: np.ndarray, held_codes: np.ndarray,
+           reconstruction: np.ndarray) -> dict:
+    from sklearn.manifold import trustworthiness
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(n_neighbors=10).fit(fit_codes, task.fit[task.label])
+    space = task.space(task.held_out)
+    return {"knn_balanced_accuracy": float(balanced_accuracy_score(
+                task.held_out[task.label], knn.predict(held_codes))),
+            "trustworthiness": float(trustworthiness(space, held_codes, n_neighbors=10)),
+            "reconstruction_mse": float(((space - reconstruction) ** 2).sum(1).mean())}
+
+
+def pca(task: Task, d: int) -> dict:
+    from sklearn.decomposition import PCA
+
+    t0 = time.perf_counter()
+    model = PCA(n_components=d, random_state=0).fit(task.space(task.fit))
+    seconds = time.perf_counter() - t0
+    held = model.transform(task.space(task.held_out))
+    return {**scores(task, model.transform(task.space(task.fit)), held,
+                     model.inverse_transform(held)), "fit_s": seconds}
+
+
+def vae(task: Task, d: int, seed: int, options: dict) -> dict:
+    t0 = time.perf_counter()
+    model = TabularVAE(latent_dim=d, seed=seed, **options).fit(task.features(task.fit))
+    seconds = time.perf_counter() - t0
+    held = task.features(task.held_out)
+    rebuilt = model.reconstruct(held).to_pandas()
+    return {**scores(task, model.embed(task.features(task.fit)), model.embed(held),
+                     task.space(rebuilt)), "fit_s": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dims", default="2,8,16")
+    parser.add_argument("--tasks", default="adult,digits")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipes", default=json.dumps(RECIPES),
+                        help="JSON: {name: TabularVAE options}")
+    parser.add_argument("--out", type=Path, help="append a Markdown section to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    recipes = json.loads(args.recipes)
+    rows = []
+    for task in (globals()[name]() for name in args.tasks.split(",")):
+        for d in map(int, args.dims.split(",")):
+            methods = {"PCA": lambda t, d: pca(t, d)} | {
+                name: (lambda t, d, o=o: vae(t, d, args.seed, o)) for name, o in recipes.items()}
+            for method, run in methods.items():
+                result = {"task": task.name, "d": d, "method": method, **run(task, d)}
+                print(json.dumps(result), flush=True)
+                rows.append(result)
+    if args.out:
+        write_section(args.out, render(rows, args, recipes))
+
+
+def render(rows: list[dict], args: argparse.Namespace, recipes: dict) -> str:
+    lines = ["", "## Embeddings: posterior means vs PCA (held-out rows; higher is better but "
+             "for reconstruction)", "",
+             f"Command: `.venv/bin/python benchmarks/bench_embedding.py --dims {args.dims} "
+             f"--tasks {args.tasks} --seed {args.seed}`. This VAE: "
+             + "; ".join(f"{name} `{json.dumps(o)}`" for name, o in recipes.items())
+             + ", `latent_dim` = d. kNN: balanced accuracy of a 10-nearest-neighbour "
+             "classifier of the label (income; the digit), which neither method sees. "
+             "Trustworthiness (10 neighbours) and reconstruction error (squared error per "
+             "row) in PCA's input space (Adult: standardised numbers + one-hot categories; "
+             "digits: pixels). Bold: the best of the methods at that d.", "",
+             "| table | d | method | kNN balanced accuracy | trustworthiness | "
+             "reconstruction error | fit s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    best = {}
+    for r in rows:  # the best of each measure per (table, d), to mark it
+        key = (r["task"], r["d"])
+        for m in ("knn_balanced_accuracy", "trustworthiness"):
+            best[(*key, m)] = max(best.get((*key, m), -np.inf), r[m])
+    for r in rows:
+        cells = [f"**{r[m]:.3f}**" if r[m] == best[(r["task"], r["d"], m)] else f"{r[m]:.3f}"
+                 for m in ("knn_balanced_accuracy", "trustworthiness")]
+        lines.append(f"| {r['task']} | {r['d']} | {r['method']} | {cells[0]} | {cells[1]} | "
+                     f"{r['reconstruction_mse']:.2f} | {r['fit_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
