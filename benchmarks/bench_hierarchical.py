@@ -1,6 +1,6 @@
 """Hierarchical (ladder) VAE vs the one-layer VAE on Adult: held-out log-likelihood.
 
-    .venv/bin/python benchmarks/bench_hierarchical.py --seeds 0,1,2 --epochs 30 --batch-size 128
+    .venv/bin/python benchmarks/bench_hierarchical.py --seeds 0,1,2 --epochs 40 --batch-size 256
 
 Both models get the same budget: the same data (../shared/data/adult, train split to fit,
 test split to measure), epochs, batch size, learning rate schedule, hidden layers and
@@ -67,11 +67,11 @@ def measure(options: dict, seed: int, epochs: int, batch_size: int, train, test)
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", type=Path, help="append a Markdown section to this file")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     train, test = pq.read_table(DATA / "train.parquet"), pq.read_table(DATA / "test.parquet")
     results = {}
     for name, opts in MODELS.items():

@@ -28,7 +28,11 @@ def metadata() -> dict:
 
 
 def quality(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict[str, float]:
-    from sdmetrics.reports.single_table import QualityReport
+    import warnings
+
+    with warnings.catch_warnings():  # the single-table report is the protocol
+        warnings.simplefilter("ignore", FutureWarning)
+        from sdmetrics.reports.single_table import QualityReport
 
     report = QualityReport()
     report.generate(real, synthetic[real.columns], metadata(), verbose=False)

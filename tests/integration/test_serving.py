@@ -32,11 +32,12 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def versions(mlflow_server, ray_local, adult_slice, tmp_path_factory):
     """Two registered versions; @champion on v1. {version: in-process TabularVAE}.
-    v2 is a hierarchical VAE: switching to it changes the model family behind the alias."""
+    v2 is a hierarchical VAE with the autoregressive decoder: switching to it changes the
+    model family (and how rows are generated) behind the alias."""
     with contextlib.chdir(tmp_path_factory.mktemp("serve-train")):
         train(job(adult_slice, model_name=MODEL, epochs=2))
         train(job(adult_slice, model_name=MODEL, epochs=3, seed=1, latent_layers=2,
-                  top_latent_dim=3))
+                  top_latent_dim=3, decoder="autoregressive"))
     registry.promote(MODEL, "1")
     return {v: TabularVAE.load(registry.model_folder(f"models:/{MODEL}/{v}")) for v in "12"}
 
@@ -218,6 +219,7 @@ def test_the_hierarchical_version_serves_its_own_results(server, versions, adult
     assert vae.model_config.latent_layers == 2
     info = httpx.get(server["url"] + "/v1/model", headers=AUTH).json()
     assert info["version"] == "2" and (info["latent_layers"], info["embedding_dim"]) == (2, 3)
+    assert info["decoder"] == "autoregressive"
     r = post(server, "/v1/score?seed=4", json={"rows": rows.to_pylist()})
     np.testing.assert_allclose([g["log_px"] for g in r.json()["rows"]],
                                vae.score(rows, seed=4).column("log_px").to_pylist(), rtol=1e-5)
