@@ -105,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--score-rows", type=int, default=300_000)
     parser.add_argument("--embed-rows", default="500000,5000000")
-    parser.add_argument("--out", type=Path, help="append a Markdown section to this file")
+    parser.add_argument("--out", type=Path, help="rewrite this bench's section of this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)

@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--out", type=Path, help="append a Markdown section to this file")
+    parser.add_argument("--out", type=Path, help="rewrite this bench's section of this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = {name: [measure(opts, int(s), args.epochs) for s in args.seeds.split(",")]

@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipes", default=json.dumps(RECIPES),
                         help="JSON: {name: TabularVAE options}")
-    parser.add_argument("--out", type=Path, help="append a Markdown section to this file")
+    parser.add_argument("--out", type=Path, help="rewrite this bench's section of this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     recipes = json.loads(args.recipes)

@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--recipes", default=json.dumps(RECIPES),
                         help="JSON: {name: TabularVAE options}")
     parser.add_argument("--skip-tvae", action="store_true", help="(for quick iterations)")
-    parser.add_argument("--out", type=Path, help="append a Markdown section to this file")
+    parser.add_argument("--out", type=Path, help="rewrite this bench's section of this file")
     args = parser.parse_args()
     train, test = (pd.read_parquet(DATA / f"{s}.parquet") for s in ("train", "test"))
     recipes = json.loads(args.recipes)

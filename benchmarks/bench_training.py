@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--which", default="plain,local,2workers")
-    parser.add_argument("--out", type=Path, help="append a Markdown section to this file")
+    parser.add_argument("--out", type=Path, help="rewrite this bench's section of this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
