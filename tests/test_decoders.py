@@ -111,6 +111,31 @@ def test_a_per_column_scale_is_one_sigma_for_every_row_and_it_is_learned():
     assert module.likelihood.column_scale.grad.abs().sum() > 0
 
 
+def test_a_shared_scale_is_one_sigma_for_every_row_and_every_column():
+    spans = [Span("a", "numeric", 0, 3), Span("b", "numeric", 3, 3)]
+    module = VAEModule(spans, x_dim=6, latent_dim=2, hidden=(8,), decoder_scale="shared")
+    assert module.likelihood.column_scale.shape == (1,)
+    x = torch.randn(64, 6)
+    x[:, [2, 5]] = 0.0
+    x[:, 1], x[:, 4] = x[:, 0], x[:, 3]
+    out = module.decode(module.posterior(x, torch.zeros(64, 0)).loc, torch.zeros(64, 0), x)
+    scale = module.likelihood.distributions(out)[0].scale
+    torch.testing.assert_close(scale, scale[:1, :1].expand_as(scale))
+    module(x, torch.zeros(64, 0)).loss.backward()
+    assert module.likelihood.column_scale.grad.abs().sum() > 0
+
+
+def test_a_pooled_shared_scale_model_round_trips(adult_train, tmp_path):
+    vae = TabularVAE(epochs=2, seed=0, numeric_transform="pooled", decoder_scale="shared"
+                     ).fit(adult_train.slice(0, 2000))
+    loaded = TabularVAE.load(vae.save(tmp_path / "m"))
+    rows = adult_train.slice(2000, 300)
+    np.testing.assert_array_equal(loaded.embed(rows), vae.embed(rows))
+    assert loaded.module.likelihood.column_scale.shape == (1,)
+    stds = {e.qmap.std for e in loaded.transformer.encoders.values() if hasattr(e, "qmap")}
+    assert len(stds) == 1  # one scale for every numeric column
+
+
 def test_the_trimmed_loss_is_the_mean_over_the_best_rows():
     torch.manual_seed(0)
     spans = [Span("a", "numeric", 0, 3)]
@@ -133,7 +158,8 @@ def test_the_trimmed_loss_is_the_mean_over_the_best_rows():
 @pytest.mark.parametrize("make, words", [
     (lambda: ModelConfig(decoder="deep"), "decoder 'deep' is not one of"),
     (lambda: ModelConfig(numeric_transform="log"), "numeric_transform 'log' is not one of"),
-    (lambda: ModelConfig(decoder_scale="cell"), "decoder_scale 'cell' is not row or column"),
+    (lambda: ModelConfig(decoder_scale="cell"),
+     "decoder_scale 'cell' is not one of row, column, shared"),
     (lambda: TrainConfig(trim_fraction=0.6), r"trim_fraction must be in \[0, 0.5\)"),
     (lambda: TabularVAE(objective="tcvae", trim_fraction=0.1), "trim_fraction applies to"),
 ])

@@ -7,9 +7,10 @@ from tests.test_schema_statistics import OVERRIDES, mixed_table
 from vae_core import ColumnTransformer, DataError, SchemaError, TableStatistics, infer_schema
 
 
-def fitted(t: pa.Table) -> ColumnTransformer:
+def fitted(t: pa.Table, numeric_transform: str = "quantile") -> ColumnTransformer:
     schema = infer_schema(t.schema, OVERRIDES)
-    return ColumnTransformer.fit(schema, TableStatistics.of(schema, t))
+    return ColumnTransformer.fit(schema, TableStatistics.of(schema, t),
+                                 numeric_transform=numeric_transform)
 
 
 def modelled(t: pa.Table, transformer: ColumnTransformer) -> pa.Table:
@@ -17,9 +18,10 @@ def modelled(t: pa.Table, transformer: ColumnTransformer) -> pa.Table:
     return t.select(names)
 
 
-def test_inverse_of_transform_is_identity_on_a_mixed_table():
+@pytest.mark.parametrize("numeric_transform", ["quantile", "standard", "pooled"])
+def test_inverse_of_transform_is_identity_on_a_mixed_table(numeric_transform):
     t = mixed_table(500)
-    transformer = fitted(t)
+    transformer = fitted(t, numeric_transform)
     enc = transformer.transform(t)
     assert enc.x.dtype == np.float32 and enc.x.shape == (500, transformer.x_dim)
     back = transformer.inverse(enc.x.astype(np.float64), enc.c.astype(np.float64))
@@ -39,6 +41,24 @@ def test_inverse_of_transform_is_identity_on_a_mixed_table():
             np.testing.assert_allclose(seconds[0], seconds[1], atol=1.0)
         else:
             assert got.equals(want), name
+
+
+def test_the_pooled_transform_keeps_the_tables_own_units():
+    # One scale for every numeric column: differences in z are differences in x over the
+    # same s, so distances between rows weigh columns as the data does.
+    t = mixed_table(500)
+    transformer = fitted(t, "pooled")
+    numeric = [n for n, e in transformer.encoders.items() if hasattr(e, "qmap")]
+    assert len(numeric) >= 2
+    maps = [transformer.encoders[n].qmap for n in numeric]
+    scales = {m.std for m in maps}
+    assert len(scales) == 1
+    standard = fitted(t, "standard")
+    own = np.array([standard.encoders[n].qmap.std for n in numeric])
+    np.testing.assert_allclose(scales.pop(), np.sqrt(np.mean(own ** 2)))
+    for m in maps:
+        z, _ = m.forward(np.array([m.mean, m.mean + 1.0]))
+        np.testing.assert_allclose(z, [0.0, 1.0 / m.std])
 
 
 def test_transform_is_monotone_and_extrapolates_instead_of_clipping():

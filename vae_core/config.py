@@ -20,7 +20,8 @@ def _from_dict(cls, d: Mapping, what: str):
 
 
 DECODERS = ("factorized", "autoregressive")
-NUMERIC_TRANSFORMS = ("quantile", "standard")
+NUMERIC_TRANSFORMS = ("quantile", "standard", "pooled")
+DECODER_SCALES = ("row", "column", "shared")
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,16 @@ class ModelConfig:
     min_scale: float = 0.01  # floor of the decoder's Gaussian σ, in normalised units
     # "row": σ of a numeric column is a decoder output, row by row. "column": one learned σ
     # per column (homoscedastic), so that no row is explained away by a wide Gaussian.
+    # "shared": one σ for every numeric column, isotropic noise as in probabilistic PCA,
+    # so the likelihood weighs an error in z the same in every column (embeddings).
     decoder_scale: str = "row"
     max_categories: int = 100  # per column; rarer categories share an "other" slot
     max_knots: int = 512  # of the quantile→normal map
     # "quantile": quantile→normal with atoms (exact marginals: for generation, embeddings).
     # "standard": (x − mean) / std, which keeps how far out a value lies (for anomaly
-    # detection on contaminated data; vae_core.standard_map).
+    # detection on contaminated data; vae_core.standard_map). "pooled": (x − mean) / s with
+    # one s for every numeric column, for columns in one unit (pixels, sensor channels):
+    # z keeps the table's own distances.
     numeric_transform: str = "quantile"
     columns: Mapping[str, str] = field(default_factory=dict)  # schema overrides
 
@@ -55,8 +60,9 @@ class ModelConfig:
         if self.numeric_transform not in NUMERIC_TRANSFORMS:
             raise ValueError(f"numeric_transform '{self.numeric_transform}' is not one of "
                              f"{', '.join(NUMERIC_TRANSFORMS)}")
-        if self.decoder_scale not in ("row", "column"):
-            raise ValueError(f"decoder_scale '{self.decoder_scale}' is not row or column")
+        if self.decoder_scale not in DECODER_SCALES:
+            raise ValueError(f"decoder_scale '{self.decoder_scale}' is not one of "
+                             f"{', '.join(DECODER_SCALES)}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder '{self.decoder}' is not one of {', '.join(DECODERS)}")
 

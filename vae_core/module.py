@@ -128,8 +128,8 @@ class ColumnLikelihood(nn.Module):
         self.register_buffer("cat_last", cat_sampleable.sum(-1) - 1, persistent=False)
         self.out_dim = out
         n_numeric = len(numeric)
-        self.column_scale = (nn.Parameter(torch.zeros(n_numeric)) if scale == "column"
-                             else None)
+        self.column_scale = (None if scale == "row" else
+                             nn.Parameter(torch.zeros(n_numeric if scale == "column" else 1)))
         # The column of each decoder output unit and of each encoded input slot (in span
         # order), for the autoregressive decoder's masks.
         self.output_columns = torch.tensor(out_columns, dtype=torch.long)

@@ -7,6 +7,10 @@ contaminated data needs that distance: under this map a value k standard deviati
 is k units out, and the decoder's Gaussian scores it by how far it is. Values are points
 (no atoms: an affine map has no CDF to give a tie its mass), and generated values are
 held to the training range, as with the quantile map.
+
+``numeric_transform: pooled`` uses the same map with one std for every numeric column
+(the root mean of their variances), for tables whose columns share a unit, such as
+pixels: z then keeps the table's own distances, as PCA on the raw columns does.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ class StandardScoreMap:
     atoms = np.zeros((0, 3))  # same interface as QuantileNormalMap: no atoms
 
     @classmethod
-    def fit(cls, stats: ColumnStatistics) -> StandardScoreMap:
+    def fit(cls, stats: ColumnStatistics, std: float | None = None) -> StandardScoreMap:
+        """``std``: a scale shared by every column (``pooled``) instead of the column's own."""
         m = stats.moments
-        return cls(m.mean, m.std if m.std > 0 else 1.0, m.min, m.max)
+        return cls(m.mean, std or (m.std if m.std > 0 else 1.0), m.min, m.max)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z = (x - self.mean) / self.std
