@@ -65,9 +65,9 @@ def train_loop(cfg: dict) -> None:
     from vae_core.training import (
         EarlyStopping,
         EpochReport,
-        kept_elbo,
         make_optimizer,
         train_step,
+        validation_terms,
     )
 
     torch.set_num_threads(cfg["torch_threads"])  # local mode runs in the driver: Ray won't
@@ -136,34 +136,38 @@ def train_loop(cfg: dict) -> None:
 
         module.eval()
         gen = torch.Generator(device=device).manual_seed(train_cfg.seed)
-        val_sum, val_rows, iwae_sum, iwae_rows = 0.0, 0, 0.0, 0
+        val_sum, objective_sum, val_rows, iwae_sum, iwae_rows = 0.0, 0.0, 0, 0.0, 0
         with torch.inference_mode():
             for batch in val_shard.iter_torch_batches(batch_size=IWAE_ROWS, dtypes=torch.float32,
                                                       device=device):
                 x, c = batch["x"], batch["c"]
-                kept_sum, kept_rows = kept_elbo(module, x, c, gen, train_cfg.trim_fraction)
-                val_sum, val_rows = val_sum + kept_sum, val_rows + kept_rows
+                elbo, objective, kept = validation_terms(module, x, c, gen, train_cfg.beta,
+                                                         train_cfg.trim_fraction)
+                val_sum, objective_sum, val_rows = (val_sum + elbo, objective_sum + objective,
+                                                    val_rows + kept)
                 if iwae_rows == 0:  # IWAE costs K forward passes: one batch per epoch is enough
                     iwae_sum += float(module.iwae(x, c, train_cfg.iwae_samples,
                                                   generator=gen).sum())
                     iwae_rows += len(x)
-        (loss, recon, kl, rows, mi, tc, dim_kl, val_sum, val_rows, iwae_sum, iwae_rows,
-         seconds_sum) = _all_reduce([*sums, val_sum, val_rows, iwae_sum, iwae_rows, seconds],
-                                    device)
+        (loss, recon, kl, rows, mi, tc, dim_kl, val_sum, objective_sum, val_rows, iwae_sum,
+         iwae_rows, seconds_sum) = _all_reduce([*sums, val_sum, objective_sum, val_rows,
+                                                iwae_sum, iwae_rows, seconds], device)
         kl_terms = ([mi / rows, tc / rows, dim_kl / rows] if train_cfg.tc_weights
                     else [None] * 3)
         val_elbo = val_sum / val_rows if val_rows else None
-        best = stopper.update(val_elbo, module) if val_elbo is not None else False
+        val_objective = objective_sum / val_rows if val_rows else None
+        best = stopper.update(val_objective, module) if val_objective is not None else False
         report = EpochReport(epoch + 1, train_cfg.epochs, loss / rows, recon / rows, kl / rows,
                              val_elbo, train_cfg.kl_weight(epoch + 1), lr,
                              rows / (seconds_sum / world), best,  # mean epoch time of ranks
-                             *kl_terms)
+                             *kl_terms, val_objective=val_objective)
         history.append(report)
         metrics = {"epoch": epoch + 1, "train_loss": report.train_loss,
                    "train_reconstruction": report.train_reconstruction,
                    "train_kl": report.train_kl, "kl_weight": report.kl_weight,
                    "learning_rate": lr, "rows_per_second": report.rows_per_second,
-                   **({"val_elbo": val_elbo, "val_iwae": iwae_sum / iwae_rows}
+                   **({"val_elbo": val_elbo, "val_objective": val_objective,
+                       "val_iwae": iwae_sum / iwae_rows}
                       if val_elbo is not None else {}),
                    **({"train_mi": kl_terms[0], "train_tc": kl_terms[1],
                        "train_dim_kl": kl_terms[2]} if train_cfg.tc_weights else {})}

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from vae_core import DataError, ModelFormatError, SchemaError, TabularVAE
-from vae_core.training import EarlyStopping
+from vae_core.module import VAEModule
+from vae_core.training import EarlyStopping, holdout_mask, validation_means, validation_terms
+from vae_core.transform import Span
 
 
 def with_column(t: pa.Table, name: str, values) -> pa.Table:
@@ -37,6 +39,42 @@ def test_early_stopping_keeps_a_copy_not_a_view():
     assert not stopper.update(0.5, module) and not stopper.should_stop
     stopper.update(0.4, module)
     assert stopper.should_stop
+
+
+def test_the_validation_objective_is_the_beta_weighted_elbo():
+    torch.manual_seed(0)
+    module = VAEModule([Span("a", "numeric", 0, 3)], x_dim=3, latent_dim=2, hidden=(8,))
+    value = torch.randn(50)
+    x, c = torch.stack([value, value, torch.zeros(50)], -1), torch.zeros(50, 0)
+
+    def terms(beta, trim=0.0):
+        return validation_terms(module, x, c, torch.Generator().manual_seed(3), beta, trim)
+
+    log_px_z, kl = module.elbo_terms(x, c, torch.Generator().manual_seed(3))
+    elbo, objective, rows = terms(0.2)
+    assert rows == 50
+    np.testing.assert_allclose(elbo, float((log_px_z.sum(-1) - kl.sum(-1)).sum()), rtol=1e-5)
+    np.testing.assert_allclose(objective - elbo, 0.8 * float(kl.sum()), rtol=1e-4)
+    assert terms(1.0)[0] == terms(1.0)[1]  # β = 1: the objective is the ELBO
+    per_row = log_px_z.sum(-1) - 0.2 * kl.sum(-1)
+    _, trimmed, kept = terms(0.2, trim=0.1)  # the 5 lowest rows left out
+    assert kept == 45
+    np.testing.assert_allclose(trimmed, float(per_row.sort().values[5:].sum()), rtol=1e-5)
+
+
+def test_early_stopping_keeps_the_epoch_best_by_the_objective(adult_train):
+    rows = adult_train.slice(0, 3000)
+    vae = TabularVAE(epochs=6, beta=0.05, kl_warmup_epochs=1, seed=0).fit(rows)
+    objectives = [r.val_objective for r in vae.history]
+    best = int(np.argmax(objectives))
+    assert [r.epoch for r in vae.history if r.best][-1] == best + 1
+    # The fit ends with that epoch's weights: its objective is recomputed exactly.
+    enc = vae.transformer.transform(rows)
+    val = holdout_mask(enc.x, vae.train_config.validation_fraction, vae.train_config.seed)
+    _, again = validation_means(vae.module, enc.x[val], enc.c[val], beta=0.05)
+    np.testing.assert_allclose(again, objectives[best], rtol=1e-5)
+    # With β < 1 the ELBO is lower than the objective by (1 − β)·KL.
+    assert all(r.val_elbo < r.val_objective for r in vae.history)
 
 
 def test_sampled_rows_have_the_input_schema_and_known_categories(adult_cvae, adult_train):

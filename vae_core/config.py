@@ -94,7 +94,7 @@ class TrainConfig:
     # on data that holds anomalies, so that the model does not learn them as normal.
     trim_fraction: float = 0.0
     validation_fraction: float = 0.1
-    early_stopping_patience: int = 10  # epochs without validation ELBO improvement; 0 disables
+    early_stopping_patience: int = 10  # epochs without validation objective gain; 0 disables
     seed: int = 0
     iwae_samples: int = 16  # K for log p(x) in scoring and calibration
     # "elbo": VAE / β-VAE. "tcvae": β-TCVAE, the KL split into index-code mutual information,

@@ -37,6 +37,9 @@ class EpochReport:
     train_mi: float | None = None
     train_tc: float | None = None
     train_dim_kl: float | None = None
+    # mean per-row E_q log p(x|z) − β·KL on the validation rows: what early stopping
+    # watches (the objective training maximises; equal to val_elbo when β = 1)
+    val_objective: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,33 +69,44 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c:
     return out
 
 
-def kept_elbo(module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor,
-              generator: torch.Generator | None, trim_fraction: float = 0.0
-              ) -> tuple[float, int]:
-    """(sum, rows) of the per-row ELBO (β = 1) over a batch, leaving out its
-    ``trim_fraction`` lowest rows, as the training loss does: with contaminated data the
-    validation score then measures the inliers and does not reward learning anomalies."""
-    elbo = module.elbo(x, c, generator)
+def validation_terms(module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor,
+                     generator: torch.Generator | None, beta: float = 1.0,
+                     trim_fraction: float = 0.0) -> tuple[float, float, int]:
+    """(ELBO sum, objective sum, rows) over a batch; the objective is the β-weighted ELBO,
+    E_q log p(x|z) − β·KL, per row. The batch's ``trim_fraction`` rows lowest in it are
+    left out of both, as the training loss leaves them out: with contaminated data the
+    validation score then measures the inliers and does not reward learning anomalies.
+
+    Early stopping watches the objective, not the ELBO: with β < 1 the fit trades KL for
+    reconstruction on purpose, so the ELBO of a still-improving fit can fall (measured on
+    digits at β = 0.03: stopped at epoch 21 of 200 on the ELBO)."""
+    log_px_z, kl = module.elbo_terms(x, c, generator)
+    log_px_z, kl = log_px_z.sum(-1), kl.sum(-1)
+    objective = log_px_z - beta * kl
     if trim_fraction > 0:
-        elbo = torch.topk(elbo, max(1, round(len(elbo) * (1 - trim_fraction)))).values
-    return float(elbo.sum()), len(elbo)
+        kept = torch.topk(objective, max(1, round(len(objective) * (1 - trim_fraction)))).indices
+        log_px_z, kl, objective = log_px_z[kept], kl[kept], objective[kept]
+    return float((log_px_z - kl).sum()), float(objective.sum()), len(objective)
 
 
 @torch.inference_mode()
-def mean_elbo(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, batch_size: int = 4096,
-              seed: int = 0, trim_fraction: float = 0.0) -> float:
-    """Mean per-row ELBO (β = 1) over a data set, with a fixed noise seed (see kept_elbo)."""
+def validation_means(module: LatentVariableModule, x: np.ndarray, c: np.ndarray,
+                     beta: float = 1.0, trim_fraction: float = 0.0, batch_size: int = 4096,
+                     seed: int = 0) -> tuple[float, float]:
+    """Mean per-row (ELBO, objective) over a data set, with a fixed noise seed (see
+    validation_terms)."""
     if len(x) == 0:
-        return math.nan
+        return math.nan, math.nan
     gen = torch.Generator().manual_seed(seed)
     device = next(module.parameters()).device
-    total, rows = 0.0, 0
+    elbo, objective, rows = 0.0, 0.0, 0
     for start in range(0, len(x), batch_size):
         xb = torch.from_numpy(x[start:start + batch_size]).to(device)
         cb = torch.from_numpy(c[start:start + batch_size]).to(device)
-        s, n = kept_elbo(module, xb, cb, gen.manual_seed(seed + start), trim_fraction)
-        total, rows = total + s, rows + n
-    return total / rows
+        e, o, n = validation_terms(module, xb, cb, gen.manual_seed(seed + start), beta,
+                                   trim_fraction)
+        elbo, objective, rows = elbo + e, objective + o, rows + n
+    return elbo / rows, objective / rows
 
 
 class EarlyStopping:
@@ -102,7 +116,7 @@ class EarlyStopping:
         self.patience, self.best, self.best_state, self.stale = patience, -math.inf, None, 0
 
     def update(self, value: float, module: nn.Module) -> bool:
-        """Record an epoch's validation ELBO; True if this is the best so far."""
+        """Record an epoch's validation objective; True if this is the best so far."""
         if value > self.best:
             self.best, self.stale = value, 0
             self.best_state = copy.deepcopy(module.state_dict())
@@ -169,13 +183,14 @@ def fit_module(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, x_val
         lr = opt.param_groups[0]["lr"]
         schedule.step()
         module.eval()
-        val = mean_elbo(module, x_val, c_val, trim_fraction=cfg.trim_fraction) if len(x_val) \
-            else None
-        best = stopper.update(val, module) if val is not None else False
+        val, objective = (validation_means(module, x_val, c_val, cfg.beta, cfg.trim_fraction)
+                          if len(x_val) else (None, None))
+        best = stopper.update(objective, module) if objective is not None else False
         means = (sums / len(x)).tolist()
         report = EpochReport(epoch + 1, cfg.epochs, *means[:3], val, cfg.kl_weight(epoch + 1),
                              lr, len(x) / seconds, best,
-                             *(means[3:] if cfg.tc_weights else [None] * 3))
+                             *(means[3:] if cfg.tc_weights else [None] * 3),
+                             val_objective=objective)
         history.append(report)
         if progress:
             progress(report)
