@@ -54,10 +54,10 @@ class Task:
     per-table part of the embedding setting."""
 
     def __init__(self, name: str, fit: pd.DataFrame, held_out: pd.DataFrame, label: str,
-                 space, setting: dict) -> None:
+                 space, setting: dict, why: str) -> None:
         self.name, self.fit, self.held_out, self.label = name, fit, held_out, label
         self.space = space  # DataFrame -> PCA's input matrix
-        self.setting = setting
+        self.setting, self.why = setting, why  # the per-table setting, and its reason
 
     def features(self, frame: pd.DataFrame) -> pa.Table:
         return pa.Table.from_pandas(frame.drop(columns=[self.label]), preserve_index=False)
@@ -75,8 +75,8 @@ def adult() -> Task:
                    for c in categorical]
         return np.hstack([numbers, *one_hot])
 
-    # Columns in different units: each standardised, as for PCA.
-    return Task("Adult", train, test, "income", space, {"numeric_transform": "standard"})
+    return Task("Adult", train, test, "income", space, {"numeric_transform": "standard"},
+                "columns in different units, standardised as for PCA")
 
 
 def digits() -> Task:
@@ -89,11 +89,12 @@ def digits() -> Task:
     fit, held_out = train_test_split(frame, test_size=0.3, stratify=frame["digit"],
                                      random_state=0)
     pixels = [f"p{i}" for i in range(64)]
-    # Pixels share one unit: one scale for all (PCA sees raw pixels). 1 257 rows: 40 epochs
-    # are 200 optimiser steps, so 200 epochs, which early stopping cuts short.
+    # 1 257 rows: 40 epochs are 200 optimiser steps.
     return Task("digits", fit.reset_index(drop=True), held_out.reset_index(drop=True), "digit",
                 lambda f: f[pixels].to_numpy(np.float64),
-                {"numeric_transform": "pooled", "epochs": 200})
+                {"numeric_transform": "pooled", "epochs": 200},
+                "pixels share one unit, and PCA sees raw pixels; 1 257 rows, so 200 epochs, "
+                "cut short by early stopping")
 
 
 def scores(task: Task, fit_codes: np.ndarray, held_codes: np.ndarray,
@@ -142,8 +143,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     recipes = json.loads(args.recipes)
-    rows = []
-    for task in (globals()[name]() for name in args.tasks.split(",")):
+    rows, tasks = [], [globals()[name]() for name in args.tasks.split(",")]
+    for task in tasks:
         for d in map(int, args.dims.split(",")):
             results = {"PCA": pca(task, d)}
             for name, options in recipes.items():  # the defaults stay the defaults
@@ -153,19 +154,18 @@ def main() -> None:
                 rows.append({"task": task.name, "d": d, "method": method, **result})
                 print(json.dumps(rows[-1]), flush=True)
     if args.out:
-        write_section(args.out, render(rows, args, recipes))
+        write_section(args.out, render(rows, args, recipes, tasks))
 
 
-def render(rows: list[dict], args: argparse.Namespace, recipes: dict) -> str:
+def render(rows: list[dict], args: argparse.Namespace, recipes: dict, tasks: list[Task]
+           ) -> str:
     lines = ["", "## Embeddings: posterior means vs PCA (held-out rows; higher is better but "
              "for reconstruction)", "",
              f"Command: `.venv/bin/python benchmarks/bench_embedding.py --dims {args.dims} "
              f"--tasks {args.tasks} --seed {args.seed}`. This VAE: "
              + "; ".join(f"{name} `{json.dumps(o)}`" for name, o in recipes.items())
-             + " with, per table, Adult `{\"numeric_transform\": \"standard\"}` (columns in "
-             "different units, standardised as for PCA) and digits `{\"numeric_transform\": "
-             "\"pooled\", \"epochs\": 200}` (pixels share one unit, and PCA sees raw pixels; "
-             "1 257 rows, so 200 epochs, cut short by early stopping)"
+             + " with, per table, "
+             + " and ".join(f"{t.name} `{json.dumps(t.setting)}` ({t.why})" for t in tasks)
              + ", `latent_dim` = d. kNN: balanced accuracy of a 10-nearest-neighbour "
              "classifier of the label (income; the digit), which neither method sees. "
              "Trustworthiness (10 neighbours) and reconstruction error (squared error per "
