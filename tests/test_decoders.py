@@ -162,6 +162,8 @@ def test_the_trimmed_loss_is_the_mean_over_the_best_rows():
      "decoder_scale 'cell' is not one of row, column, shared"),
     (lambda: TrainConfig(trim_fraction=0.6), r"trim_fraction must be in \[0, 0.5\)"),
     (lambda: TabularVAE(objective="tcvae", trim_fraction=0.1), "trim_fraction applies to"),
+    (lambda: TrainConfig(distance_weight=-1.0), "distance_weight must be a number ≥ 0"),
+    (lambda: TrainConfig(distance_weight=float("nan")), "distance_weight must be a number ≥ 0"),
 ])
 def test_bad_options_are_refused_by_name(make, words):
     with pytest.raises(ValueError, match=words):

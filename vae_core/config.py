@@ -6,6 +6,7 @@ built from the same fields, so a key means the same thing in a YAML file and in 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
@@ -93,6 +94,9 @@ class TrainConfig:
     # likelihood): set it to the expected contamination when training an anomaly detector
     # on data that holds anomalies, so that the model does not learn them as normal.
     trim_fraction: float = 0.0
+    # Weight of the distance stress (vae_core.distances) in the loss: > 0 makes distances in
+    # the embedding follow distances between rows (README, "Settings for each job").
+    distance_weight: float = 0.0
     validation_fraction: float = 0.1
     early_stopping_patience: int = 10  # epochs without validation objective gain; 0 disables
     seed: int = 0
@@ -112,6 +116,8 @@ class TrainConfig:
                              f"{', '.join(OBJECTIVES)}")
         if not 0.0 <= self.trim_fraction < 0.5:
             raise ValueError(f"trim_fraction must be in [0, 0.5), not {self.trim_fraction}")
+        if not 0.0 <= self.distance_weight < math.inf:
+            raise ValueError(f"distance_weight must be a number ≥ 0, not {self.distance_weight}")
         if self.tc_estimator not in ("mws", "mss"):
             raise ValueError(f"tc_estimator '{self.tc_estimator}' is not mws or mss")
 

@@ -28,6 +28,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
 
 from vae_core.autoregressive import ColumnAutoregression
+from vae_core.distances import distance_stress, encoded_distance_scale
 from vae_core.transform import Span
 
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0  # keeps exp() finite: PyOD#609-style NaNs
@@ -127,6 +128,8 @@ class ColumnLikelihood(nn.Module):
         self.register_buffer("cat_sampleable", cat_sampleable)
         self.register_buffer("cat_last", cat_sampleable.sum(-1) - 1, persistent=False)
         self.out_dim = out
+        # For distance_weight: encoded rows times this are in PCA's units (vae_core.distances).
+        self.register_buffer("distance_scale", encoded_distance_scale(spans), persistent=False)
         n_numeric = len(numeric)
         self.column_scale = (None if scale == "row" else
                              nn.Parameter(torch.zeros(n_numeric if scale == "column" else 1)))
@@ -316,8 +319,9 @@ class LatentVariableModule(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor, kl_weight: float = 1.0,
                 free_bits: float = 0.0, tc_weights: tuple[float, float, float] | None = None,
                 dataset_size: int | None = None, tc_estimator: str = "mws",
-                trim_fraction: float = 0.0) -> LossOutput:
-        """Training loss: −(E_q log p(x|z) − kl_weight · KL), batch mean.
+                trim_fraction: float = 0.0, distance_weight: float = 0.0) -> LossOutput:
+        """Training loss: −(E_q log p(x|z) − kl_weight · KL), batch mean
+        (+ distance_weight · the distance stress of the batch's posterior means).
 
         ``free_bits`` (nats per latent dimension, batch-averaged, Kingma et al. 2016) stops
         the optimiser from pushing a dimension's KL below that floor, against posterior
@@ -329,10 +333,21 @@ class LatentVariableModule(nn.Module):
 
         ``tc_weights`` = (α, β, γ) makes it β-TCVAE (see VAEModule.kl_decomposition),
         ``dataset_size`` being the N of the aggregate posterior (default: the batch).
+
+        ``distance_weight`` adds the stress between the batch's pairwise distances and those
+        of its posterior means (vae_core.distances), so that the embedding keeps distances
+        between rows. It changes the loss only; reported terms are the ELBO's.
         """
-        if tc_weights is not None:
-            return self.tcvae_loss(x, c, kl_weight, tc_weights, dataset_size or len(x),
-                                   tc_estimator)
+        out = (self.tcvae_loss(x, c, kl_weight, tc_weights, dataset_size or len(x), tc_estimator)
+               if tc_weights is not None else
+               self._elbo_loss(x, c, kl_weight, free_bits, trim_fraction))
+        if distance_weight > 0:
+            stress = distance_stress(self.posterior(x, c).loc, x * self.likelihood.distance_scale)
+            out = out._replace(loss=out.loss + distance_weight * stress)
+        return out
+
+    def _elbo_loss(self, x: torch.Tensor, c: torch.Tensor, kl_weight: float, free_bits: float,
+                   trim_fraction: float) -> LossOutput:
         log_px_z, kl = self.elbo_terms(x, c)
         reconstruction_per_row = -log_px_z.sum(-1)
         kept = slice(None)

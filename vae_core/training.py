@@ -61,7 +61,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c:
     """One optimiser step; ``dataset_size`` is β-TCVAE's N (the training rows)."""
     opt.zero_grad(set_to_none=True)
     out: LossOutput = model(x, c, kl_weight, cfg.free_bits, cfg.tc_weights, dataset_size,
-                            cfg.tc_estimator, cfg.trim_fraction)
+                            cfg.tc_estimator, cfg.trim_fraction, cfg.distance_weight)
     out.loss.backward()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -1,0 +1,42 @@
+"""Distances between rows, and how far an embedding is from keeping them.
+
+``distance_weight`` (TrainConfig) adds ``distance_stress`` of each batch's posterior means to
+the training loss, so that Euclidean distance in the embedding follows distance between rows.
+The likelihood alone does not ask for that: a VAE's code is close to whitened (the prior is
+N(0, I)), so a direction of little variance in the data weighs as much in the embedding as one
+of much variance, and neighbours in the embedding need not be neighbours in the table.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional
+
+from vae_core.transform import Span
+
+
+def encoded_distance_scale(spans: list[Span]) -> torch.Tensor:
+    """Per encoded slot, the factor that makes Euclidean distance between encoded rows the
+    distance PCA would see: numbers as transformed (a point value is [z, z, missing], so each
+    z slot counts 1/√2 and the value once), categories one-hot (√2 between two levels), and
+    each missing flag 1."""
+    scale = torch.ones(sum(s.width for s in spans))
+    for s in spans:
+        if s.head == "numeric":
+            scale[s.start:s.start + 2] = 1 / math.sqrt(2)
+    return scale
+
+
+def distance_stress(codes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The normalised raw stress of metric MDS between the rows' pairwise distances and their
+    codes': the mean over pairs of (d_codes / mean d_codes − d_rows / mean d_rows)². Zero
+    exactly when the codes' distances are proportional to the rows', at any scale (the prior
+    sets the codes' scale, not this term)."""
+    if len(codes) < 2:
+        return codes.sum() * 0.0  # no pairs; keeps the graph (and DDP's) intact
+    d_codes, d_rows = functional.pdist(codes.float()), functional.pdist(rows.float())
+    tiny = torch.finfo(torch.float32).tiny
+    return ((d_codes / d_codes.mean().clamp_min(tiny)
+             - d_rows / d_rows.mean().clamp_min(tiny)) ** 2).mean()
