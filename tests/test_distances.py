@@ -4,10 +4,12 @@ term gives embeddings that keep distances better."""
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import torch
 
 from vae_core import ColumnTransformer, TableStatistics, TabularVAE, infer_schema
 from vae_core.distances import distance_stress, encoded_distance_scale
+from vae_core.ladder import LadderVAEModule
 from vae_core.module import VAEModule
 
 
@@ -51,11 +53,13 @@ def test_rescaled_encoded_rows_are_at_the_distances_pca_is_given():
     assert abs(ratio.mean().item() - 1) < 0.05
 
 
-def test_the_module_adds_the_weighted_stress_of_its_posterior_means_to_the_loss():
+@pytest.mark.parametrize("make", [
+    lambda spans: VAEModule(spans, x_dim=6, latent_dim=2, hidden=(8,)),
+    lambda spans: LadderVAEModule(spans, x_dim=6, latent_dim=3, top_latent_dim=2, hidden=(8,)),
+])
+def test_the_module_adds_the_weighted_stress_of_its_embedding_to_the_loss(make):
     torch.manual_seed(0)
-    module = VAEModule(
-        [*ColumnTransformer.fit(*_small_schema_and_stats()).feature_spans], x_dim=6,
-        latent_dim=2, hidden=(8,))
+    module = make(ColumnTransformer.fit(*_small_schema_and_stats()).feature_spans)
     x, c = torch.randn(16, 6), torch.zeros(16, 0)
     torch.manual_seed(1)
     plain = module(x, c).loss
