@@ -156,8 +156,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="rewrite this bench's section of this file")
     args = parser.parse_args()
     recipes = json.loads(args.recipes)
-    names = args.tasks.split(",")
-    tasks = [task_named(name) for name in names]
+    tasks = {name: task_named(name) for name in args.tasks.split(",")}
+    dims = [int(d) for d in args.dims.split(",")]
     # The VAE fits are independent and single-threaded: two at a time, one per core of the
     # 2-core machine (fit seconds stay those of a lone fit, give or take memory bandwidth).
     # spawn: a forked child of a process that has run BLAS threads can hang.
@@ -166,18 +166,17 @@ def main() -> None:
         fits = {(name, d, method): pool.submit(
                     vae, name, d, args.seed,  # the defaults stay the defaults
                     options if method == "defaults" else {**options, **task.setting})
-                for name, task in zip(names, tasks, strict=True)
-                for d in map(int, args.dims.split(","))
+                for name, task in tasks.items() for d in dims
                 for method, options in recipes.items()}
-        for name, task in zip(names, tasks, strict=True):
-            for d in map(int, args.dims.split(",")):
+        for name, task in tasks.items():
+            for d in dims:
                 results = {"PCA": pca(task, d)} | {
                     method: fits[(name, d, method)].result() for method in recipes}
                 for method, result in results.items():
                     rows.append({"task": task.name, "d": d, "method": method, **result})
                     print(json.dumps(rows[-1]), flush=True)
     if args.out:
-        write_section(args.out, render(rows, args, recipes, tasks))
+        write_section(args.out, render(rows, args, recipes, list(tasks.values())))
 
 
 def render(rows: list[dict], args: argparse.Namespace, recipes: dict, tasks: list[Task]
