@@ -10,7 +10,7 @@ import torch
 
 from vae_core import TabularVAE
 from vae_core.config import ModelConfig, TrainConfig
-from vae_core.module import VAEModule
+from vae_core.module import ColumnLikelihood, VAEModule
 from vae_core.transform import Span
 
 # Three small categorical columns: every encoded row can be enumerated.
@@ -153,6 +153,57 @@ def test_the_trimmed_loss_is_the_mean_over_the_best_rows():
     assert 19 not in kept.tolist()  # the far-out row is among those left out
     torch.manual_seed(1)
     assert module(x, c, kl_weight=1.0).loss > trimmed.loss
+
+
+# One column of each kind, the categorical ones of different widths (flat slots).
+MIXED = [Span("n0", "numeric", 0, 3), Span("k0", "categorical", 3, 4, sampleable=3),
+         Span("b0", "binary", 7, 2), Span("n1", "numeric", 9, 3),
+         Span("k1", "categorical", 12, 2, sampleable=2)]
+
+
+def test_categorical_columns_score_their_softmax_even_with_far_apart_logits():
+    likelihood = ColumnLikelihood(MIXED, min_scale=0.01)
+    torch.manual_seed(0)
+    out = torch.randn(5, 40, likelihood.out_dim) * 3
+    k0, k1 = likelihood.cat_out[0, :4], likelihood.cat_out[1, :2]
+    out[..., k0] += 1e4  # a per-row max over all slots would underflow k1's exp() to 0
+    x = torch.zeros(40, 14)
+    x[:, 0] = x[:, 1] = x[:, 9] = x[:, 10] = 0.5
+    slot0, slot1 = torch.randint(0, 4, (40,)), torch.randint(0, 2, (40,))
+    x[torch.arange(40), 3 + slot0] = x[torch.arange(40), 12 + slot1] = 1.0
+    lp = likelihood.log_prob(x, out)  # [5, 40, columns in span order]
+    want0 = torch.log_softmax(out[..., k0].double(), -1).gather(-1, slot0.expand(5, -1)[..., None])
+    want1 = torch.log_softmax(out[..., k1].double(), -1).gather(-1, slot1.expand(5, -1)[..., None])
+    torch.testing.assert_close(lp[..., 1].double(), want0[..., 0], rtol=0, atol=1e-3)
+    torch.testing.assert_close(lp[..., 4].double(), want1[..., 0], rtol=0, atol=1e-4)
+    assert torch.isfinite(lp).all()
+
+
+@pytest.mark.parametrize("scale", ["row", "column", "shared"])
+def test_drawing_one_column_draws_it_as_the_full_draw_does_and_nothing_else(scale):
+    likelihood = ColumnLikelihood(MIXED, min_scale=0.01, scale=scale)
+    if likelihood.column_scale is not None:  # a different σ per numeric column
+        likelihood.column_scale.data = torch.linspace(-2.0, 1.0, len(likelihood.column_scale))
+    torch.manual_seed(0)
+    out = torch.randn(1, likelihood.out_dim).expand(20_000, -1)
+    gen = torch.Generator().manual_seed(0)
+    full = likelihood.sample(out, 14, gen)
+    for j, span in enumerate(MIXED):
+        one = likelihood.sample(out, 14, gen, column=j)
+        slots = torch.zeros(14, dtype=torch.bool)
+        slots[span.start:span.start + span.width] = True
+        assert (one[:, ~slots] == 0).all(), span.name
+        mean, std = one[:, slots].mean(0), one[:, slots].std(0)
+        torch.testing.assert_close(mean, full[:, slots].mean(0), rtol=0, atol=0.03)
+        torch.testing.assert_close(std, full[:, slots].std(0), rtol=0.05, atol=0.01)
+        most_likely = likelihood.sample(out[:1], 14, None, most_likely=True, column=j)
+        assert torch.equal(most_likely[:, slots],
+                           likelihood.sample(out[:1], 14, None, most_likely=True)[:, slots])
+
+
+def test_a_span_of_the_wrong_width_is_refused_by_name():
+    with pytest.raises(ValueError, match="numeric column 'a' spans 2 slots, not 3"):
+        ColumnLikelihood([Span("a", "numeric", 0, 2)], min_scale=0.01)
 
 
 @pytest.mark.parametrize("make, words", [

@@ -24,17 +24,18 @@ def _loop(cfg: dict) -> None:
     from vae_core.transform import Span
 
     rank = ray.train.get_context().get_world_rank()
-    spans = [Span("a", "numeric", 0, 2), Span("b", "categorical", 2, 5, 3)]
+    # a numeric column [z_low, z_high, missing], then a categorical one of 5 slots
+    spans = [Span("a", "numeric", 0, 3), Span("b", "categorical", 3, 5, 3)]
     g = torch.Generator().manual_seed(100 + rank)  # every rank sees different rows
-    x = torch.zeros(64, 7)
-    x[:, 0] = torch.randn(64, generator=g)
-    x[torch.arange(64), 2 + torch.randint(0, 3, (64,), generator=g)] = 1.0
+    x = torch.zeros(64, 8)
+    x[:, 0] = x[:, 1] = torch.randn(64, generator=g)
+    x[torch.arange(64), 3 + torch.randint(0, 3, (64,), generator=g)] = 1.0
     c = torch.zeros(64, 0)
     cfg_train = TrainConfig(learning_rate=0.01)
     sums = {}
     for path in ("through_ddp", "bypassing_ddp"):
         torch.manual_seed(0)  # identical initial weights on every rank
-        module = VAEModule(spans, x_dim=7, latent_dim=2, hidden=(16,))
+        module = VAEModule(spans, x_dim=8, latent_dim=2, hidden=(16,))
         model = ray.train.torch.prepare_model(module)
         opt, _ = make_optimizer(module, cfg_train)
         for _ in range(5):
