@@ -77,6 +77,10 @@ def train_loop(cfg: dict) -> None:
     model_cfg, train_cfg = ModelConfig.from_dict(cfg["model"]), TrainConfig.from_dict(cfg["train"])
     torch.manual_seed(train_cfg.seed)
     module = build_module(transformer, model_cfg)
+    # To the device (and DDP when world > 1) before the optimizer and any checkpoint are
+    # loaded, so that the optimizer's state lands on the parameters' device.
+    model = ray.train.torch.prepare_model(module)
+    device = ray.train.torch.get_device()
     opt, schedule = make_optimizer(module, train_cfg)
     stopper = EarlyStopping(train_cfg.early_stopping_patience)
     start_epoch, history = 0, []
@@ -95,8 +99,6 @@ def train_loop(cfg: dict) -> None:
         start_epoch = state["epoch"] + 1
         history = [EpochReport(**h) for h in state["history"]]
 
-    model = ray.train.torch.prepare_model(module)  # to the device; DDP when world > 1
-    device = ray.train.torch.get_device()
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     batches_per_epoch = max(1, math.ceil(cfg["train_rows"] / world / train_cfg.batch_size))
