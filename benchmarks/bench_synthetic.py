@@ -153,6 +153,11 @@ def render(results: dict, args: argparse.Namespace, recipes: dict) -> str:
         lines.append(f"| {name} | {r['quality']:.3f} | {r['shapes']:.3f} | {r['pairs']:.3f} | "
                      f"{r['roc_auc']:.3f} | {r['macro_f1']:.3f} | {r['median_dcr']:.3f} | "
                      f"{100 * r['exact_copies']:.2f} % | {cost} |")
+    tvae = results.get(f"TVAE ({args.tvae_epochs} epochs)")
+    if tvae:  # issue 6's goal: a fit in at most 1/5 of TVAE-300's time
+        lines += ["", f"Fit time / TVAE ({args.tvae_epochs} epochs)'s, same run: " + ", ".join(
+            f"{name} {results[f'this VAE, {name}']['fit_s'] / tvae['fit_s']:.2f}"
+            for name in recipes) + "."]
     return "\n".join(lines) + "\n"
 
 
