@@ -168,12 +168,12 @@ class ColumnLikelihood(nn.Module):
         self.register_buffer("cat_membership", (segment[:, None] == torch.arange(
             len(categorical))).float(), persistent=False)
         self.register_buffer("cat_padded", cat_padded, persistent=False)
-        # Each column's position in its group, for drawing one column at a time.
+        # Each column's place in the (numeric, binary, categorical) groups, as slices (views,
+        # nothing copied to the device), for drawing one column at a time.
         position = {s.name: i for g in (numeric, binary, categorical) for i, s in enumerate(g)}
-        self.group_of = [tuple([position[s.name]] if s.head == head else []
-                               for head in ("numeric", "binary", "categorical")) for s in spans]
-        self.every_column = (list(range(len(numeric))), list(range(len(binary))),
-                             list(range(len(categorical))))
+        self.group_of = [tuple(slice(position[s.name], position[s.name] + 1) if s.head == head
+                               else slice(0, 0) for head in ("numeric", "binary", "categorical"))
+                         for s in spans]
 
     def _grouped(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decoder output split by group: numeric [..., n_num, 3] (mean, scale,
@@ -185,13 +185,13 @@ class ColumnLikelihood(nn.Module):
                 grouped[..., n:n + b].unflatten(-1, (self.n_binary, 2)), grouped[..., n + b:])
 
     def _numeric_and_binary(self, num: torch.Tensor, bins: torch.Tensor,
-                            numeric: torch.Tensor | None = None
+                            numeric: slice = slice(None)
                             ) -> tuple[Normal, Bernoulli, Bernoulli, Bernoulli]:
         """The numeric and binary heads' distributions; ``numeric``: which numeric columns
         ``num`` holds (default: all)."""
         raw_scale = num[..., 1]
-        if self.column_scale is not None:
-            raw_scale = (self.column_scale if numeric is None or len(self.column_scale) == 1
+        if self.column_scale is not None:  # one σ per column, or one shared by all
+            raw_scale = (self.column_scale if len(self.column_scale) == 1
                          else self.column_scale[numeric])
         scale = (nn.functional.softplus(raw_scale) + self.min_scale).expand_as(num[..., 0])
         # validate_args=False: the inputs are ours and checking them costs ~20 % per step.
@@ -244,12 +244,12 @@ class ColumnLikelihood(nn.Module):
         lp_cat = self.categorical_log_prob(xg[..., n + b:], cat_logits)
         return torch.cat([lp_num, lp_bin, lp_cat], dim=-1)[..., self.to_span_order]
 
-    def encode_draws(self, value: torch.Tensor, columns: torch.Tensor
+    def encode_draws(self, value: torch.Tensor, columns: slice = slice(None)
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z_low, z_high) of drawn values [..., len(columns)] of the numeric ``columns``
-        (indices into the numeric group): the interval of the atom a draw falls in, else
-        the draw itself (as vae_core.transform encodes the data)."""
-        if self.atom_low.shape[1] == 0 or len(columns) == 0:
+        """(z_low, z_high) of drawn values [..., columns] of the numeric ``columns`` (of the
+        numeric group): the interval of the atom a draw falls in, else the draw itself (as
+        vae_core.transform encodes the data)."""
+        if self.atom_low.shape[1] == 0 or value.shape[-1] == 0:
             return value, value
         atom_low, atom_high = self.atom_low[columns], self.atom_high[columns]
         flat = value.reshape(-1, value.shape[-1]).T.contiguous()  # [columns, draws]
@@ -265,9 +265,8 @@ class ColumnLikelihood(nn.Module):
         with ``most_likely``, each column's most likely value instead (numbers: the mean).
         With ``column`` (its span index), only that column is drawn; the rest stay 0."""
         num, bins, cat_logits = self._grouped(out)
-        groups = self.group_of[column] if column is not None else self.every_column
-        numeric, binary, categorical = (torch.tensor(g, dtype=torch.long, device=out.device)
-                                        for g in groups)
+        numeric, binary, categorical = (self.group_of[column] if column is not None
+                                        else (slice(None),) * 3)
         num_value, num_missing, bin_value, bin_missing = self._numeric_and_binary(
             num[..., numeric, :], bins[..., binary, :], numeric)
         x = torch.zeros(*out.shape[:-1], x_dim, device=out.device)
@@ -286,7 +285,8 @@ class ColumnLikelihood(nn.Module):
         bin_x = self.bin_x[binary]
         x[..., bin_x] = bernoulli(bin_value)
         x[..., bin_x + 1] = bernoulli(bin_missing) * self.bin_nullable[binary]
-        if len(categorical):
+        cat_x = self.cat_x[categorical]
+        if len(cat_x):
             sampleable = self.cat_sampleable[categorical]
             logits = cat_logits[..., self.cat_padded[categorical]].masked_fill(~sampleable,
                                                                                -math.inf)
@@ -296,7 +296,7 @@ class ColumnLikelihood(nn.Module):
                 u = torch.rand(logits.shape[:-1], generator=generator, device=out.device)
                 below = (logits.softmax(-1).cumsum(-1) < u.unsqueeze(-1)).sum(-1)
                 choice = torch.minimum(below, self.cat_last[categorical])  # never a pad
-            x.scatter_(-1, self.cat_x[categorical, choice], 1.0)
+            x.scatter_(-1, cat_x[torch.arange(len(cat_x), device=out.device), choice], 1.0)
         return x
 
 
