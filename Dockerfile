@@ -20,8 +20,10 @@ RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY vae_core vae_core
+COPY model_refs model_refs
 COPY pipelines pipelines
 COPY serving serving
+COPY vae_cli vae_cli
 RUN pip install . "psycopg[binary]>=3.2"
 
 FROM python:${PYTHON_VERSION}-slim

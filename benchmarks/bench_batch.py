@@ -55,7 +55,7 @@ def make_data(rows: int, folder: Path) -> Path:
 
 def in_process(action: str, model: Path, data: Path) -> dict:
     from vae_core import TabularVAE
-    from vae_core.tables import read_parquet
+    from vae_core.data.tables import read_parquet
 
     vae = TabularVAE.load(model)
     t0 = time.perf_counter()
@@ -70,13 +70,14 @@ def in_process(action: str, model: Path, data: Path) -> dict:
 
 def batch_job(action: str, model: Path, data: Path, work: Path) -> dict:
     from pipelines import ray_runtime
-    from pipelines.batch import BatchJob, run
+    from pipelines.batch import job_for, run
 
     t0 = time.perf_counter()
     ray_runtime.init()
     startup = time.perf_counter() - t0
     t1 = time.perf_counter()
-    outcome = run(BatchJob(action, str(model), str(work / "out"), str(data)), log=lambda s: None)
+    outcome = run(job_for(action, model=str(model), output=str(work / "out"), input=str(data)),
+                  log=lambda s: None)
     seconds = time.perf_counter() - t1
     return {"rows": outcome.rows, "seconds": seconds, "ray_start_s": startup,
             "files": outcome.files, "rows_per_s": outcome.rows / seconds}

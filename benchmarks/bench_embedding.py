@@ -48,8 +48,8 @@ ADULT = ROOT.parent / "shared" / "data" / "adult"
 # in every column), a small KL weight, which keeps more of each row in the code, and one
 # wide hidden layer (generalises better than two from a small table). Its per-table part
 # (Task.setting) gives the VAE the units PCA is given.
-# The distance-preserving setting adds the distance stress (vae_core.distances) to the loss,
-# so that the embedding keeps the table's distances, not only its likelihood.
+# The distance-preserving setting adds the distance stress (vae_core.objectives.distances) to
+# the loss, so that the embedding keeps the table's distances, not only its likelihood.
 EMBEDDING = {"decoder_scale": "shared", "beta": 0.03, "hidden": [512]}
 RECIPES = {"defaults": {}, "embedding setting": EMBEDDING,
            "distance-preserving": {**EMBEDDING, "distance_weight": 1000}}

@@ -74,8 +74,9 @@ def make_data(rows: int, folder: Path) -> Path:
 
 def plain_reference(folder: Path, epochs: int) -> dict:
     from vae_core import ColumnTransformer, ModelConfig, TableStatistics, TrainConfig, infer_schema
-    from vae_core.model import build_module
-    from vae_core.tables import read_parquet
+    from vae_core.data.tables import read_parquet
+    from vae_core.nn import build_module
+    from vae_core.objectives import ELBO
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -88,13 +89,14 @@ def plain_reference(folder: Path, epochs: int) -> dict:
     module = build_module(transformer, ModelConfig())
     cfg = TrainConfig()
     opt = torch.optim.Adam(module.parameters(), lr=cfg.learning_rate)
+    elbo = ELBO()
     rates = []
     for _ in range(epochs):
         t1 = time.perf_counter()
         perm = torch.randperm(len(x))
         for s in range(0, len(x), cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
-            loss = module(x[idx], c[idx]).loss
+            loss = elbo(module, x[idx], c[idx]).loss
             opt.zero_grad()
             loss.backward()
             opt.step()

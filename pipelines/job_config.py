@@ -7,14 +7,14 @@
     train: {epochs: 30, beta: 1.0}      # any TrainConfig field
     workers: 0                          # 0 = Ray Train local mode (one process, no DDP)
 
-Flags: ``--data``, ``--model-name``, ``--workers``, ... for the top-level keys,
-``--latent-dim``, ``--epochs``, ... for model/train fields, ``--column NAME=KIND``
-(repeatable). A flag overrides the file. An unknown key is an error, not a silent no-op.
+The CLI (vae_cli.job_flags) makes every key a flag, with the field's help and default:
+``--data``, ``--model-name``, ``--workers``, ... for the top-level keys, ``--latent-dim``,
+``--epochs``, ... for model/train fields, ``--column NAME=KIND`` (repeatable); a flag
+overrides the file. An unknown key is an error, not a silent no-op.
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,26 +29,42 @@ class ConfigError(ValueError):
     pass
 
 
+def _field(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class JobConfig:
-    data: str = ""
-    model_name: str = "vae"
-    experiment: str = "vae-tables"
-    columns: dict[str, str] = field(default_factory=dict)
+    """A training job. Each field's ``help`` is also the help of its ``vae train`` flag."""
+
+    data: str = _field("", "training rows: Parquet file, folder, glob or pyarrow URI (s3://…)")
+    model_name: str = _field("vae", "registered model name in MLflow")
+    experiment: str = _field("vae-tables", "MLflow experiment of the run")
+    columns: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "schema overrides, column name → kind"})
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    workers: int = 0  # 0 = local mode; N ≥ 1 = N Ray Train workers (DDP when N ≥ 2)
-    use_gpu: bool = False
-    cpus_per_worker: float | None = None  # default leaves ≥ 1 CPU for Ray Data's readers
-    torch_threads: int = 1
-    address: str | None = None  # Ray cluster; default RAY_ADDRESS or a local Ray
-    storage_path: str | None = None  # checkpoints; default ./ray_results (must be shared on
-    #                                  a multi-node cluster: s3://… or NFS)
-    run_name: str | None = None  # default: <model_name>-<timestamp>
-    resume: bool = False  # continue run_name (or the model's latest run) from its checkpoint
-    max_failures: int = 1  # worker failures tolerated (restart from the last checkpoint)
-    promote: str = "auto"  # "auto": champion if it beats the current one; "never"; "always"
-    schedule: str | None = None  # cron expression for deploy/k8s CronJob (not used here)
+    workers: int = _field(0, "Ray Train workers: 0 = local mode (one process, no DDP), N ≥ 1 "
+                          "= N workers (DDP when N ≥ 2)")
+    use_gpu: bool = _field(False, "one GPU per worker (NCCL)")
+    cpus_per_worker: float | None = _field(None, "CPUs per worker (default: what leaves one "
+                                           "CPU to Ray Data's readers)")
+    torch_threads: int = _field(1, "torch threads per worker")
+    address: str | None = _field(None, "Ray cluster to join (default: RAY_ADDRESS, else a "
+                                 "local Ray); for submit, the dashboard http://HEAD:8265")
+    storage_path: str | None = _field(None, "checkpoints and the run folder (default: "
+                                      "./ray_results; on a multi-node cluster shared: "
+                                      "s3://… or NFS)")
+    run_name: str | None = _field(None, "run folder and MLflow run name (default: "
+                                  "MODEL_NAME-TIMESTAMP)")
+    resume: bool = _field(False, "continue run_name (or the model's latest run) from its last "
+                          "checkpoint, in the same MLflow run")
+    max_failures: int = _field(1, "worker failures tolerated, each restarting from the last "
+                               "checkpoint")
+    promote: str = _field("auto", "auto: @champion if held-out log p(x) beats the current "
+                          "champion's; never; always")
+    schedule: str | None = _field(None, "cron expression of the retraining CronJob that "
+                                  "`vae schedule` renders, e.g. '0 3 * * *'")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -107,37 +123,3 @@ def load_job_config(path: str | Path | None = None, overrides: dict[str, Any] | 
     if job.workers < 0 or job.promote not in ("auto", "never", "always"):
         raise ConfigError("workers must be ≥ 0 and promote one of auto, never, always")
     return job
-
-
-def add_job_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config key; defaults are None so that only given flags override."""
-    parser.add_argument("--config", type=Path, help="job YAML file")
-    parser.add_argument("--column", action="append", default=[], metavar="NAME=KIND",
-                        help="schema override, e.g. --column income=condition (repeatable)")
-    typed = {"workers": int, "cpus_per_worker": float, "torch_threads": int, "max_failures": int}
-    for name in sorted(_TOP - {"columns", "resume", "use_gpu"}):
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typed.get(name, str))
-    parser.add_argument("--resume", action="store_true", default=None)
-    parser.add_argument("--use-gpu", action="store_true", default=None)
-    for cfg_cls in (ModelConfig, TrainConfig):
-        for f in fields(cfg_cls):
-            if f.name == "columns":
-                continue
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            if f.name == "hidden":
-                parser.add_argument("--hidden", type=lambda s: [int(v) for v in s.split(",")],
-                                    help="hidden layer sizes, e.g. 128,128")
-            else:
-                parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind)
-
-
-def job_from_args(args: argparse.Namespace) -> JobConfig:
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "column", "command")}
-    columns = {}
-    for item in args.column:
-        name, sep, kind = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--column expects NAME=KIND, got '{item}'")
-        columns[name] = kind
-    overrides["columns"] = columns or None
-    return load_job_config(args.config, overrides)

@@ -19,8 +19,6 @@ class VAEPyfunc(mlflow.pyfunc.PythonModel):
         self.vae = TabularVAE.load(context.artifacts["vae_model"])
 
     def predict(self, context, model_input, params: dict | None = None):
-        import pandas as pd
-
         params = params or {}
         mode = params.get("mode", "score")
         if mode == "generate":
@@ -28,8 +26,9 @@ class VAEPyfunc(mlflow.pyfunc.PythonModel):
             return self.vae.sample(n, seed=params.get("seed")).to_pandas()
         table = pa.Table.from_pandas(model_input, preserve_index=False)
         if mode == "embed":
-            z = self.vae.embed(table)
-            return pd.DataFrame(z, columns=[f"z_{i}" for i in range(z.shape[1])])
+            from vae_core.embedding_table import embedding_table
+
+            return embedding_table(self.vae, table).to_pandas()
         if mode == "score":
             k = params.get("iwae_samples")
             return self.vae.score(table, iwae_samples=int(k) if k else None,

@@ -10,9 +10,20 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def init(address: str | None = None, log_to_driver: bool = False) -> None:
-    """Join ``address`` (or RAY_ADDRESS), else start a local Ray. Never initialises twice."""
+    """Join ``address`` (or RAY_ADDRESS), else start a local Ray. Never initialises twice.
+
+    While the CLI is quiet (pipelines.logs), the workers' output stays in Ray's session logs
+    and Ray Data shows no progress bars: the driver's own logs go to the job's log file.
+    """
     import ray
 
+    from pipelines import logs
+
+    if logs.capturing():
+        import ray.data
+
+        log_to_driver = False  # Ray would print the workers' stdout on ours
+        ray.data.DataContext.get_current().enable_progress_bars = False
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")

@@ -3,6 +3,7 @@
 Every new version gets alias ``candidate``. It becomes ``champion`` when its mean
 held-out log p(x) beats the current champion's on the *same* rows (the new job's
 validation rows, scored by both models), or by ``vae models promote NAME VERSION``.
+Reading a model back (``models:/NAME@ALIAS`` → folder) is model_refs' job.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from model_refs import model_folder  # re-exported: the one resolver of model references
 
 PYFUNC_CODE = Path(__file__).with_name("mlflow_pyfunc.py")
 VAE_CORE_DIR = Path(__file__).resolve().parents[1] / "vae_core"
@@ -38,36 +41,6 @@ def log_model(run_id: str, model_dir: Path, name: str, example: pa.Table) -> str
                               f"mlflow=={mlflow.__version__}"],
             registered_model_name=name)
     return str(info.registered_model_version)
-
-
-def model_folder(uri: str, dst: Path | None = None) -> Path:
-    """Download a registered/logged model's vae_core folder (no model code is executed)."""
-    import mlflow
-
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri,
-                                                     dst_path=str(dst) if dst else None))
-    folder = local / "artifacts" / "vae_model"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{uri}: not a vae-tables model (no artifacts/vae_model)")
-    return folder
-
-
-def resolve(uri: str) -> tuple[Path, str]:
-    """A model folder for ``uri`` and a label naming what was resolved.
-
-    ``uri`` is a model folder, ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` (pinned to
-    the version the alias points at now, so every worker of a job uses the same one) or a
-    ``runs:/`` URI.
-    """
-    if not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:")):
-        return Path(uri), uri
-    from mlflow.tracking import MlflowClient
-
-    name, _, alias = uri[len("models:/"):].partition("@")
-    if uri.startswith("models:/") and alias:
-        version = MlflowClient().get_model_version_by_alias(name, alias).version
-        return model_folder(f"models:/{name}/{version}"), f"{uri} (version {version})"
-    return model_folder(uri), uri
 
 
 def mean_log_px(folder: Path, rows: pa.Table) -> float:

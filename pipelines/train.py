@@ -6,6 +6,7 @@ checked before Ray starts, so a typo costs seconds, not an hour of training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -18,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipelines import dataset, plots, ray_runtime, registry, tracking
+from pipelines import dataset, logs, plots, ray_runtime, registry, tracking
 from pipelines.job_config import JobConfig
+from pipelines.progress import epoch_line, epoch_lines, tapped
 from pipelines.train_loop import checkpoint_dirs, train_loop
 from vae_core import ColumnTransformer, TabularVAE, infer_schema
 from vae_core.model import CALIBRATION_ROWS
 from vae_core.training import holdout_mask
 
 RUN_ID_FILE = "mlflow_run_id"
+LOG_FILE = "vae.log"  # Ray's and MLflow's logs when the CLI is quiet
 
 
 @dataclass
@@ -101,7 +104,11 @@ def _validation_rows(ds, transformer: ColumnTransformer, job: JobConfig) -> pa.T
 
 def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = False
           ) -> TrainingOutcome:
-    """Run the job; ``progress`` prints a line per epoch (from rank 0, through Ray's logs)."""
+    """Run the job; ``progress`` logs a line per epoch, on the driver (pipelines.progress).
+
+    When the CLI is quiet (pipelines.logs), Ray's and MLflow's logs go to ``vae.log`` in the
+    Ray Train run folder (``logs/RUN.log`` for remote storage), named in the first line.
+    """
     import mlflow
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -110,7 +117,6 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
     uri, experiment_id = tracking.connect(job.experiment)
     source = dataset.discover(job.data)
     schema = infer_schema(source.schema, job.columns)
-    log(f"input: {len(source.files)} file(s), {source.rows} rows; MLflow: {uri}")
     storage = _storage_path(job)
     run_name = _run_name(job, storage)
     run_dir = Path(storage) / run_name if "://" not in storage else None
@@ -118,6 +124,9 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
         # Ray would silently resume a same-named run; make that the user's explicit choice.
         raise ValueError(f"run '{run_name}' already exists in {storage}: pass --resume to "
                          "continue it, or another --run-name")
+    log_file = logs.attach(run_dir / LOG_FILE if run_dir else logs.in_logs_folder(run_name))
+    log(f"input: {len(source.files)} file(s), {source.rows} rows; MLflow: {uri}"
+        + (f"; logs: {log_file}" if log_file else ""))
 
     ray_runtime.init(job.address, log_to_driver=progress)
     ds = dataset.read(source)
@@ -146,14 +155,20 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
               "local_checkpoint_root": local_root, "resume_from": resume_from,
               "train": job.train.to_dict(), "torch_threads": job.torch_threads,
               "train_rows": int(source.rows * (1 - job.train.validation_fraction)),
-              "tracking_uri": uri, "mlflow_run_id": run_id, "progress": progress}
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=config, datasets={"train": train_ds, "val": val_ds},
-        dataset_config=DataConfig(datasets_to_split="all"), scaling_config=scaling,
-        run_config=RunConfig(name=run_name, storage_path=storage,
-                             failure_config=FailureConfig(max_failures=job.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
-    result = trainer.fit()
+              "tracking_uri": uri, "mlflow_run_id": run_id}
+    with contextlib.ExitStack() as stack:
+        loop, callbacks = train_loop, []
+        if progress and job.workers == 0:  # the loop runs here: tap its reports
+            loop = tapped(train_loop, lambda m: log(epoch_line(m, job.train.epochs)))
+        elif progress:  # the Train controller hands each report to a callback
+            callbacks = [stack.enter_context(epoch_lines(log, job.train.epochs))]
+        trainer = TorchTrainer(
+            loop, train_loop_config=config, datasets={"train": train_ds, "val": val_ds},
+            dataset_config=DataConfig(datasets_to_split="all"), scaling_config=scaling,
+            run_config=RunConfig(name=run_name, storage_path=storage, callbacks=callbacks,
+                                 failure_config=FailureConfig(max_failures=job.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
+        result = trainer.fit()
     if job.workers == 0:  # the Result's checkpoint is only a reference (see train_loop)
         kept = checkpoint_dirs(Path(local_root))
         result_checkpoint_path = str(kept[-1]) if kept else None

@@ -1,11 +1,14 @@
 """The function every Ray Train worker runs (also in local mode, ``workers: 0``).
 
-Each worker streams its shard of the encoded rows, trains through ``model(...)`` (so DDP
-all-reduces the gradients), evaluates its share of the validation rows, and sums the
-metrics across workers so that every rank takes the same early-stopping decision. Every
-epoch, rank 0 writes a checkpoint that is itself a loadable model folder (the best weights
-so far) plus ``train_state.pt`` (current weights, optimiser, schedule, counters) to resume
-from; every rank calls ``ray.train.report`` (it is a barrier).
+The epoch itself is vae_core.training's (``run_epoch``, ``ValidationSums``, the report);
+what is left here is Ray's. Each worker streams its shard of the encoded rows, trains a
+TrainingModule wrapped by ``ray.train.torch.prepare_model`` (so DDP all-reduces the
+gradients), evaluates its share of the validation rows, and all-reduces the epoch's sums
+in one call, so that every rank takes the same early-stopping decision. Every epoch, rank
+0 writes a checkpoint that is itself a loadable model folder (the best weights so far)
+plus ``train_state.pt`` (current weights, optimiser, schedule, counters) to resume from;
+every rank calls ``ray.train.report`` (it is a barrier) with the epoch's metrics, from
+which the driver prints its progress line (pipelines.progress).
 """
 
 from __future__ import annotations
@@ -14,10 +17,24 @@ import contextlib
 import math
 import shutil
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+from vae_core import ColumnTransformer, ModelConfig, TabularVAE, TrainConfig
+from vae_core.artifact import upgrade_state
+from vae_core.nn import LatentVariableModule, build_module
+from vae_core.objectives import TrainingModule, objective_for
+from vae_core.training import (
+    EarlyStopping,
+    EpochReport,
+    EpochSums,
+    ValidationSums,
+    epoch_report,
+    make_optimizer,
+    run_epoch,
+)
 
 TRAIN_STATE = "train_state.pt"
 IWAE_ROWS = 2048  # validation rows per shard and epoch that also get the IWAE bound
@@ -48,27 +65,48 @@ def _checkpoint_dir(local_root: str | None, epoch: int):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _all_reduce(values: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+def _all_reduce(train: EpochSums, val: ValidationSums, device: torch.device
+                ) -> tuple[EpochSums, ValidationSums]:
+    """Both sums added up over the ranks, in one all-reduce."""
+    t = torch.cat([train.to_tensor(), val.to_tensor()]).to(device)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(t)
-    return t.tolist()
+    t = t.cpu()
+    return EpochSums.from_tensor(t[:EpochSums.size()]), ValidationSums.from_tensor(
+        t[EpochSums.size():])
+
+
+def _minibatches(shard, batch_size: int, device: torch.device, shuffle: torch.Generator
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Ray Data hands over large chunks (its per-batch cost is fixed, ~ms); they are cut
+    into shuffled minibatches here. Block order is shuffled per epoch in dataset.py."""
+    for chunk in shard.iter_torch_batches(batch_size=FETCH_ROWS, dtypes=torch.float32,
+                                          device=device):
+        order = torch.randperm(len(chunk["x"]), generator=shuffle, device="cpu").to(device)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            yield chunk["x"][rows], chunk["c"][rows]
+
+
+@torch.inference_mode()
+def _validate(module: LatentVariableModule, shard, cfg: TrainConfig, device: torch.device
+              ) -> ValidationSums:
+    """This rank's validation sums, the IWAE bound on its first batch (it costs K passes)."""
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    sums = ValidationSums()
+    for batch in shard.iter_torch_batches(batch_size=IWAE_ROWS, dtypes=torch.float32,
+                                          device=device):
+        x, c = batch["x"], batch["c"]
+        sums.add(module, x, c, gen, cfg.beta, cfg.trim_fraction)
+        if sums.iwae_rows == 0:
+            sums.add_iwae(module, x, c, cfg.iwae_samples, gen)
+    return sums
 
 
 def train_loop(cfg: dict) -> None:
     import mlflow
     import ray.train
     import ray.train.torch
-
-    from vae_core import ColumnTransformer, ModelConfig, TabularVAE, TrainConfig
-    from vae_core.model import build_module
-    from vae_core.training import (
-        EarlyStopping,
-        EpochReport,
-        make_optimizer,
-        train_step,
-        validation_terms,
-    )
 
     torch.set_num_threads(cfg["torch_threads"])  # local mode runs in the driver: Ray won't
     ctx = ray.train.get_context()
@@ -79,7 +117,8 @@ def train_loop(cfg: dict) -> None:
     module = build_module(transformer, model_cfg)
     # To the device (and DDP when world > 1) before the optimizer and any checkpoint are
     # loaded, so that the optimizer's state lands on the parameters' device.
-    model = ray.train.torch.prepare_model(module)
+    model = ray.train.torch.prepare_model(
+        TrainingModule(module, objective_for(train_cfg, cfg["train_rows"])))
     device = ray.train.torch.get_device()
     opt, schedule = make_optimizer(module, train_cfg)
     stopper = EarlyStopping(train_cfg.early_stopping_patience)
@@ -91,11 +130,11 @@ def train_loop(cfg: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)
-        module.load_state_dict(state["module"])
+        module.load_state_dict(upgrade_state(state["module"]))  # also one written by v2
         opt.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         stopper.best, stopper.stale, stopper.best_state = (state["best"], state["stale"],
-                                                           state["best_module"])
+                                                           upgrade_state(state["best_module"]))
         start_epoch = state["epoch"] + 1
         history = [EpochReport(**h) for h in state["history"]]
 
@@ -109,76 +148,21 @@ def train_loop(cfg: dict) -> None:
         mlflow.start_run(run_id=cfg["mlflow_run_id"])
 
     for epoch in range(start_epoch, train_cfg.epochs):
-        module.train()
-        # loss, recon, kl, rows, then β-TCVAE's MI, TC, dim-wise KL (zeros otherwise)
-        t0, sums = time.perf_counter(), [0.0] * 7
-        i = 0
-        # Ray Data hands over large chunks (its per-batch cost is fixed, ~ms); the loop cuts
-        # them into shuffled minibatches. Block order is shuffled per epoch in dataset.py.
-        for chunk in train_shard.iter_torch_batches(batch_size=FETCH_ROWS, dtypes=torch.float32,
-                                                    device=device):
-            order = torch.randperm(len(chunk["x"]), generator=shuffle, device="cpu").to(device)
-            for start in range(0, len(order), train_cfg.batch_size):
-                rows_idx = order[start:start + train_cfg.batch_size]
-                x, c = chunk["x"][rows_idx], chunk["c"][rows_idx]
-                kl_weight = train_cfg.kl_weight(epoch + min(i / batches_per_epoch, 1.0))
-                # bf16 autocast on GPU; the likelihood is computed in float32 (see module).
-                with torch.autocast("cuda", dtype=torch.bfloat16,
-                                    enabled=device.type == "cuda"):
-                    out = train_step(model, opt, x, c, kl_weight, train_cfg, cfg["train_rows"])
-                n = len(x)
-                terms = out.kl_terms.tolist() if out.kl_terms is not None else [0.0] * 3
-                sums = [a + b for a, b in zip(sums, [
-                    float(out.loss.detach()) * n, float(out.reconstruction) * n,
-                    float(out.kl) * n, n, *(t * n for t in terms)], strict=True)]
-                i += 1
-        seconds = time.perf_counter() - t0
+        sums = run_epoch(model, opt, _minibatches(train_shard, train_cfg.batch_size, device,
+                                                  shuffle), train_cfg, epoch, batches_per_epoch)
         lr = opt.param_groups[0]["lr"]
         schedule.step()
-
         module.eval()
-        gen = torch.Generator(device=device).manual_seed(train_cfg.seed)
-        val_sum, objective_sum, val_rows, iwae_sum, iwae_rows = 0.0, 0.0, 0, 0.0, 0
-        with torch.inference_mode():
-            for batch in val_shard.iter_torch_batches(batch_size=IWAE_ROWS, dtypes=torch.float32,
-                                                      device=device):
-                x, c = batch["x"], batch["c"]
-                elbo, objective, kept = validation_terms(module, x, c, gen, train_cfg.beta,
-                                                         train_cfg.trim_fraction)
-                val_sum, objective_sum, val_rows = (val_sum + elbo, objective_sum + objective,
-                                                    val_rows + kept)
-                if iwae_rows == 0:  # IWAE costs K forward passes: one batch per epoch is enough
-                    iwae_sum += float(module.iwae(x, c, train_cfg.iwae_samples,
-                                                  generator=gen).sum())
-                    iwae_rows += len(x)
-        (loss, recon, kl, rows, mi, tc, dim_kl, val_sum, objective_sum, val_rows, iwae_sum,
-         iwae_rows, seconds_sum) = _all_reduce([*sums, val_sum, objective_sum, val_rows,
-                                                iwae_sum, iwae_rows, seconds], device)
-        kl_terms = ([mi / rows, tc / rows, dim_kl / rows] if train_cfg.tc_weights
-                    else [None] * 3)
-        val_elbo = val_sum / val_rows if val_rows else None
-        val_objective = objective_sum / val_rows if val_rows else None
-        best = stopper.update(val_objective, module) if val_objective is not None else False
-        report = EpochReport(epoch + 1, train_cfg.epochs, loss / rows, recon / rows, kl / rows,
-                             val_elbo, train_cfg.kl_weight(epoch + 1), lr,
-                             rows / (seconds_sum / world), best,  # mean epoch time of ranks
-                             *kl_terms, val_objective=val_objective)
+        sums, val = _all_reduce(sums, _validate(module, val_shard, train_cfg, device), device)
+        report = epoch_report(epoch, train_cfg, sums, val, lr,
+                              best=stopper.update(val.mean_objective, module), workers=world)
         history.append(report)
-        metrics = {"epoch": epoch + 1, "train_loss": report.train_loss,
-                   "train_reconstruction": report.train_reconstruction,
-                   "train_kl": report.train_kl, "kl_weight": report.kl_weight,
-                   "learning_rate": lr, "rows_per_second": report.rows_per_second,
-                   **({"val_elbo": val_elbo, "val_objective": val_objective,
-                       "val_iwae": iwae_sum / iwae_rows}
-                      if val_elbo is not None else {}),
-                   **({"train_mi": kl_terms[0], "train_tc": kl_terms[1],
-                       "train_dim_kl": kl_terms[2]} if train_cfg.tc_weights else {})}
-        if rank == 0 and cfg.get("progress"):
-            print(f"epoch {epoch + 1:3d}/{train_cfg.epochs}  loss {report.train_loss:9.3f}  "
-                  f"KL {report.train_kl:6.2f}  val ELBO {val_elbo or float('nan'):9.3f}  "
-                  f"{report.rows_per_second:8.0f} rows/s{'  *' if best else ''}", flush=True)
+        metrics = {k: v for k, v in report.to_dict().items() if v is not None}
+        if val.iwae_rows:
+            metrics["val_iwae"] = val.mean_iwae
         if rank == 0 and cfg.get("mlflow_run_id"):
-            mlflow.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
+            mlflow.log_metrics({k: v for k, v in metrics.items()
+                                if k not in ("epoch", "epochs", "best")}, step=epoch + 1)
 
         local_root = cfg.get("local_checkpoint_root")
         with _checkpoint_dir(local_root if rank == 0 else None, epoch + 1) as d:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc
 
 from vae_core import TableSchema
-from vae_core.schema import Kind
+from vae_core.data.schema import Kind
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 

@@ -25,10 +25,11 @@ from typing import Any
 import pyarrow as pa
 from ray import serve
 
+from model_refs import pin_version
 from serving.app import Backend, create_app
 from serving.batching import EmbedRequest, ScoreRequest, embed_batch, rows, score_batch
 from serving.codecs import RequestError
-from serving.service import Limits, ModelService, limits_from_env, pin_version
+from serving.service import Limits, ModelService, limits_from_env
 
 APP_NAME = "vae"
 

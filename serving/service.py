@@ -1,8 +1,9 @@
 """The model behind the HTTP routes, as a plain class (no Ray, no HTTP): testable alone.
 
 It loads a vae_core model folder from a local path or from the MLflow registry
-(``models:/NAME@ALIAS``), reading weights only (no model code is executed), enforces the
-request limits, and answers embed / score / generate / info with Arrow tables.
+(``models:/NAME@ALIAS``, resolved by model_refs), reading weights only (no model code is
+executed), enforces the request limits, and answers embed / score / generate / info with
+Arrow tables.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+import model_refs
 from serving.codecs import RequestError
 from vae_core import TabularVAE
+from vae_core.embedding_table import embedding_table
 
 
 @dataclass(frozen=True)
@@ -26,50 +28,6 @@ class Limits:
     max_generate: int = 100_000  # n per generate request
     max_body_bytes: int = 64 * 2**20
     max_iwae_samples: int = 1024
-
-
-def is_local(uri: str) -> bool:
-    """A model folder path, not a registry/run/artifact URI."""
-    return not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "s3://", "gs://"))
-
-
-def pin_version(uri: str) -> str | None:
-    """The registry version ``models:/NAME@ALIAS`` points at now (None for other URIs)."""
-    if not uri.startswith("models:/") or "@" not in uri:
-        return None
-    from mlflow.tracking import MlflowClient
-
-    name, _, alias = uri[len("models:/"):].partition("@")
-    return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-
-
-def resolve_model(uri: str, version: str | None = None) -> tuple[Path, dict]:
-    """A local model folder, or a registry/run URI downloaded through MLflow; (folder, info).
-
-    ``models:/NAME@ALIAS`` loads ``version`` when given (all replicas agree), else the
-    version the alias points at now.
-    """
-    if is_local(uri):
-        folder = Path(uri)
-        return folder, {"uri": uri, "name": folder.name, "version": None, "alias": None}
-    import mlflow
-
-    info: dict[str, Any] = {"uri": uri, "name": None, "version": None, "alias": None}
-    download = uri
-    if uri.startswith("models:/"):
-        name, _, alias = uri[len("models:/"):].partition("@")
-        if alias:
-            version = version or pin_version(uri)
-            info.update(name=name, alias=alias, version=version)
-            download = f"models:/{name}/{version}"
-        else:
-            name, _, number = name.partition("/")
-            info.update(name=name, version=number or None)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=download))
-    folder = local / "artifacts" / "vae_model"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{uri}: not a vae-tables model (no artifacts/vae_model)")
-    return folder, info
 
 
 class ModelService:
@@ -81,9 +39,9 @@ class ModelService:
              version: str | None = None) -> ModelService:
         import torch
 
-        folder, info = resolve_model(uri, version)
+        resolved = model_refs.resolve(uri, version)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(TabularVAE.load(folder, device=device), info, limits)
+        return cls(TabularVAE.load(resolved.folder, device=device), resolved.info(), limits)
 
     @property
     def schema(self):
@@ -109,13 +67,7 @@ class ModelService:
         return self._embed(table, return_std)
 
     def _embed(self, table: pa.Table, return_std: bool) -> pa.Table:
-        out = self.vae.embed(table, return_std=return_std)
-        mu, sigma = out if return_std else (out, None)
-        columns = {**self._ids(table), **{f"z_{i}": pa.array(mu[:, i])
-                                          for i in range(mu.shape[1])}}
-        if sigma is not None:
-            columns |= {f"zstd_{i}": pa.array(sigma[:, i]) for i in range(sigma.shape[1])}
-        return pa.table(columns)
+        return embedding_table(self.vae, table, return_std)
 
     def score(self, table: pa.Table, iwae_samples: int | None = None, seed: int = 0,
               top_k: int = 3) -> pa.Table:
@@ -158,10 +110,6 @@ class ModelService:
         if k is not None and not 1 <= k <= self.limits.max_iwae_samples:
             raise RequestError(422, f"iwae_samples must be in 1..{self.limits.max_iwae_samples}")
 
-    def _ids(self, table: pa.Table) -> dict:
-        return {s.name: table.column(s.name) for s in self.schema.ids
-                if s.name in table.schema.names}
-
 
 def _split(merged: pa.Table, parts: Sequence[pa.Table]) -> list[pa.Table]:
     """The merged result cut back into one table per request."""
@@ -178,4 +126,4 @@ def limits_from_env() -> Limits:
                   d.max_iwae_samples)
 
 
-__all__ = ["Limits", "ModelService", "is_local", "limits_from_env", "pin_version", "resolve_model"]
+__all__ = ["Limits", "ModelService", "limits_from_env"]

@@ -10,8 +10,9 @@ import torch
 
 from vae_core import TabularVAE
 from vae_core.config import ModelConfig, TrainConfig
-from vae_core.module import ColumnLikelihood, VAEModule
-from vae_core.transform import Span
+from vae_core.data.transform import Span
+from vae_core.nn import ColumnLikelihood, VAEModule
+from vae_core.objectives import ELBO
 
 # Three small categorical columns: every encoded row can be enumerated.
 WIDTHS = (2, 3, 2)
@@ -58,7 +59,7 @@ def test_column_j_reads_only_the_columns_before_it():
     x = every_row()
     with torch.no_grad():
         base = module.autoregression(x)
-        out_columns = module.likelihood.output_columns
+        out_columns = module.likelihood.layout.output_columns
         for j, span in enumerate(SPANS):
             changed = x.clone()
             changed[:, span.start:span.start + span.width] = torch.rand(len(x), span.width)
@@ -105,24 +106,24 @@ def test_a_per_column_scale_is_one_sigma_for_every_row_and_it_is_learned():
     x = torch.stack([value[:, 0], value[:, 0], torch.zeros(64), value[:, 1], value[:, 1],
                      torch.zeros(64)], -1)
     out = module.decode(module.posterior(x, torch.zeros(64, 0)).loc, torch.zeros(64, 0), x)
-    scale = module.likelihood.distributions(out)[0].scale
+    scale = module.likelihood.distributions(out).numeric.value.scale
     torch.testing.assert_close(scale, scale[:1].expand_as(scale))
-    module(x, torch.zeros(64, 0)).loss.backward()
-    assert module.likelihood.column_scale.grad.abs().sum() > 0
+    ELBO()(module, x, torch.zeros(64, 0)).loss.backward()
+    assert module.likelihood.numeric.column_scale.grad.abs().sum() > 0
 
 
 def test_a_shared_scale_is_one_sigma_for_every_row_and_every_column():
     spans = [Span("a", "numeric", 0, 3), Span("b", "numeric", 3, 3)]
     module = VAEModule(spans, x_dim=6, latent_dim=2, hidden=(8,), decoder_scale="shared")
-    assert module.likelihood.column_scale.shape == (1,)
+    assert module.likelihood.numeric.column_scale.shape == (1,)
     x = torch.randn(64, 6)
     x[:, [2, 5]] = 0.0
     x[:, 1], x[:, 4] = x[:, 0], x[:, 3]
     out = module.decode(module.posterior(x, torch.zeros(64, 0)).loc, torch.zeros(64, 0), x)
-    scale = module.likelihood.distributions(out)[0].scale
+    scale = module.likelihood.distributions(out).numeric.value.scale
     torch.testing.assert_close(scale, scale[:1, :1].expand_as(scale))
-    module(x, torch.zeros(64, 0)).loss.backward()
-    assert module.likelihood.column_scale.grad.abs().sum() > 0
+    ELBO()(module, x, torch.zeros(64, 0)).loss.backward()
+    assert module.likelihood.numeric.column_scale.grad.abs().sum() > 0
 
 
 def test_a_pooled_shared_scale_model_round_trips(adult_train, tmp_path):
@@ -131,7 +132,7 @@ def test_a_pooled_shared_scale_model_round_trips(adult_train, tmp_path):
     loaded = TabularVAE.load(vae.save(tmp_path / "m"))
     rows = adult_train.slice(2000, 300)
     np.testing.assert_array_equal(loaded.embed(rows), vae.embed(rows))
-    assert loaded.module.likelihood.column_scale.shape == (1,)
+    assert loaded.module.likelihood.numeric.column_scale.shape == (1,)
     stds = {e.qmap.std for e in loaded.transformer.encoders.values() if hasattr(e, "qmap")}
     assert len(stds) == 1  # one scale for every numeric column
 
@@ -147,12 +148,12 @@ def test_the_trimmed_loss_is_the_mean_over_the_best_rows():
     log_px_z, kl = module.elbo_terms(x, c)
     per_row = -log_px_z.sum(-1) + kl.sum(-1)
     torch.manual_seed(1)
-    trimmed = module(x, c, kl_weight=1.0, trim_fraction=0.1)  # 2 of 20 rows left out
+    trimmed = ELBO(trim_fraction=0.1)(module, x, c, kl_weight=1.0)  # 2 of 20 rows left out
     kept = per_row.argsort()[:18]
     torch.testing.assert_close(trimmed.loss, per_row[kept].mean())
     assert 19 not in kept.tolist()  # the far-out row is among those left out
     torch.manual_seed(1)
-    assert module(x, c, kl_weight=1.0).loss > trimmed.loss
+    assert ELBO()(module, x, c, kl_weight=1.0).loss > trimmed.loss
 
 
 # One column of each kind, the categorical ones of different widths (flat slots).
@@ -165,7 +166,10 @@ def test_categorical_columns_score_their_softmax_even_with_far_apart_logits():
     likelihood = ColumnLikelihood(MIXED, min_scale=0.01)
     torch.manual_seed(0)
     out = torch.randn(5, 40, likelihood.out_dim) * 3
-    k0, k1 = likelihood.cat_out[0, :4], likelihood.cat_out[1, :2]
+    # The decoder output is in group order: 3 units per numeric column, 2 per binary one,
+    # then each categorical column's slots.
+    first = 3 * 2 + 2 * 1
+    k0, k1 = torch.arange(first, first + 4), torch.arange(first + 4, first + 6)
     out[..., k0] += 1e4  # a per-row max over all slots would underflow k1's exp() to 0
     x = torch.zeros(40, 14)
     x[:, 0] = x[:, 1] = x[:, 9] = x[:, 10] = 0.5
@@ -182,23 +186,24 @@ def test_categorical_columns_score_their_softmax_even_with_far_apart_logits():
 @pytest.mark.parametrize("scale", ["row", "column", "shared"])
 def test_drawing_one_column_draws_it_as_the_full_draw_does_and_nothing_else(scale):
     likelihood = ColumnLikelihood(MIXED, min_scale=0.01, scale=scale)
-    if likelihood.column_scale is not None:  # a different σ per numeric column
-        likelihood.column_scale.data = torch.linspace(-2.0, 1.0, len(likelihood.column_scale))
+    numeric = likelihood.numeric
+    if numeric.column_scale is not None:  # a different σ per numeric column
+        numeric.column_scale.data = torch.linspace(-2.0, 1.0, len(numeric.column_scale))
     torch.manual_seed(0)
     out = torch.randn(1, likelihood.out_dim).expand(20_000, -1)
     gen = torch.Generator().manual_seed(0)
-    full = likelihood.sample(out, 14, gen)
+    full = likelihood.sample(out, gen)
+    assert full.shape == (20_000, 14)
     for j, span in enumerate(MIXED):
-        one = likelihood.sample(out, 14, gen, column=j)
-        slots = torch.zeros(14, dtype=torch.bool)
-        slots[span.start:span.start + span.width] = True
-        assert (one[:, ~slots] == 0).all(), span.name
-        mean, std = one[:, slots].mean(0), one[:, slots].std(0)
+        one = likelihood.sample_column(out, j, gen)
+        assert one.shape == (20_000, span.width), span.name  # that column's slots, no others
+        slots = slice(span.start, span.start + span.width)
+        mean, std = one.mean(0), one.std(0)
         torch.testing.assert_close(mean, full[:, slots].mean(0), rtol=0, atol=0.03)
         torch.testing.assert_close(std, full[:, slots].std(0), rtol=0.05, atol=0.01)
-        most_likely = likelihood.sample(out[:1], 14, None, most_likely=True, column=j)
-        assert torch.equal(most_likely[:, slots],
-                           likelihood.sample(out[:1], 14, None, most_likely=True)[:, slots])
+        most_likely = likelihood.sample_column(out[:1], j, None, most_likely=True)
+        assert torch.equal(most_likely,
+                           likelihood.sample(out[:1], None, most_likely=True)[:, slots])
 
 
 def test_a_span_of_the_wrong_width_is_refused_by_name():

@@ -12,7 +12,7 @@ import pytest
 import ray
 import yaml
 
-from pipelines.cli import _parser
+from vae_cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -102,7 +102,7 @@ def test_every_container_pins_its_image_and_bounds_its_resources():
 
 
 def test_every_vae_command_in_the_manifests_and_compose_parses():
-    parser = _parser()
+    parser = build_parser()
     commands = [cmd for _, doc in manifests() for cmd in vae_commands(doc)]
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     commands.append([a.replace("${VAE_MODEL:-adult-vae}", "adult-vae")
@@ -154,3 +154,36 @@ def test_the_image_builds_and_runs_the_cli(tmp_path):
     user = subprocess.run(["docker", "run", "--rm", "--entrypoint", "id", "vae-tables:test",
                            "-u"], capture_output=True, text=True, check=True)
     assert user.stdout.strip() == "1000"
+
+
+def test_vae_schedule_renders_a_valid_cronjob_that_submits_the_job(tmp_path, capsys):
+    """`vae schedule` makes the config's `schedule:` key real: a ConfigMap holding the job
+    and a CronJob running `vae submit` on it, valid Kubernetes that our CLI parses."""
+    import kubernetes_validate
+
+    from vae_cli import main
+
+    config = tmp_path / "job.yaml"
+    config.write_text((DEPLOY / "job.example.yaml").read_text())
+    assert main(["schedule", "--config", str(config), "--epochs", "5"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "CronJob"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    config_map, cron_job = docs
+    assert cron_job["spec"]["schedule"] == "0 3 * * *"  # from the config's schedule key
+    job = yaml.safe_load(config_map["data"]["job.yaml"])
+    assert job["train"]["epochs"] == 5 and job["model_name"] == "adult-vae"
+    (cmd,) = vae_commands(cron_job)
+    assert build_parser().parse_args(cmd).command == "submit"
+    assert cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"][0][
+        "configMap"]["name"] == config_map["metadata"]["name"]
+
+    assert main(["schedule", "--data", "s3://b/train/", "--cron", "@daily"]) == 0
+    assert yaml.safe_load_all(capsys.readouterr().out).__next__()["kind"] == "ConfigMap"
+    assert main(["schedule", "--data", "s3://b/train/"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "vae: error: no schedule: set 'schedule' in the config or pass --cron (e.g. "
+        "'0 3 * * *')")
+    assert main(["schedule", "--data", "x", "--cron", "3 * *"]) == 2
+    assert "expected five cron fields" in capsys.readouterr().err

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from vae_core import ColumnTransformer, TableStatistics, TabularVAE, infer_schema
-from vae_core.distances import distance_stress, encoded_distance_scale
-from vae_core.ladder import LadderVAEModule
-from vae_core.module import VAEModule
+from vae_core import ColumnTransformer, TableStatistics, TabularVAE, TrainConfig, infer_schema
+from vae_core.nn import LadderVAEModule, VAEModule
+from vae_core.objectives import objective_for
+from vae_core.objectives.distances import distance_stress, encoded_distance_scale
 
 
 def test_the_stress_is_zero_for_a_scaled_rotation_and_positive_for_a_projection():
@@ -57,15 +57,16 @@ def test_rescaled_encoded_rows_are_at_the_distances_pca_is_given():
     lambda spans: VAEModule(spans, x_dim=6, latent_dim=2, hidden=(8,)),
     lambda spans: LadderVAEModule(spans, x_dim=6, latent_dim=3, top_latent_dim=2, hidden=(8,)),
 ])
-def test_the_module_adds_the_weighted_stress_of_its_embedding_to_the_loss(make):
+def test_the_objective_adds_the_weighted_stress_of_the_embedding_to_the_loss(make):
     torch.manual_seed(0)
-    module = make(ColumnTransformer.fit(*_small_schema_and_stats()).feature_spans)
+    spans = ColumnTransformer.fit(*_small_schema_and_stats()).feature_spans
+    module = make(spans)
     x, c = torch.randn(16, 6), torch.zeros(16, 0)
     torch.manual_seed(1)
-    plain = module(x, c).loss
+    plain = objective_for(TrainConfig())(module, x, c, 1.0).loss
     torch.manual_seed(1)
-    weighted = module(x, c, distance_weight=10.0).loss
-    stress = distance_stress(module.posterior(x, c).loc, x * module.likelihood.distance_scale)
+    weighted = objective_for(TrainConfig(distance_weight=10.0))(module, x, c, 1.0).loss
+    stress = distance_stress(module.posterior(x, c).loc, x * encoded_distance_scale(spans))
     torch.testing.assert_close(weighted - plain, 10.0 * stress)
 
 
@@ -83,7 +84,7 @@ def test_training_with_the_distance_term_keeps_held_out_distances_better(adult_t
         vae = TabularVAE(epochs=4, seed=0, latent_dim=4, numeric_transform="standard",
                          distance_weight=weight).fit(fit)
         rows = torch.from_numpy(vae.transformer.transform(held).x)
-        scale = vae.module.likelihood.distance_scale
+        scale = encoded_distance_scale(vae.transformer.feature_spans)
         return distance_stress(torch.from_numpy(vae.embed(held)), rows * scale).item()
 
     assert held_out_stress(100.0) < 0.5 * held_out_stress(0.0)

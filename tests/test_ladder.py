@@ -17,8 +17,9 @@ import torch
 from torch.distributions import MultivariateNormal, Normal
 
 from vae_core import ModelConfig, TabularVAE, TrainConfig
-from vae_core.ladder import LadderVAEModule
-from vae_core.transform import Span
+from vae_core.data.transform import Span
+from vae_core.nn import LadderVAEModule
+from vae_core.objectives import ELBO, TrainingModule
 
 D, L1, L2 = 4, 3, 2
 NOISE, S1 = 0.5, 0.6
@@ -161,8 +162,8 @@ def test_the_top_layer_kl_is_the_closed_form_and_every_weight_is_trained():
     q2 = module.posterior(x, c)
     closed = 0.5 * (q2.loc**2 + q2.variance - 1 - q2.variance.log())
     torch.testing.assert_close(kl[:, 3:], closed, rtol=1e-5, atol=1e-6)
-    # DDP all-reduces what forward() touches: the loss must reach every parameter.
-    module(x, c).loss.backward()
+    # DDP all-reduces what the wrapped forward() touches: the loss must reach every parameter.
+    TrainingModule(module, ELBO())(x, c).loss.backward()
     untouched = [n for n, p in module.named_parameters() if p.grad is None or not p.grad.any()]
     assert untouched == []
 

@@ -10,10 +10,19 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
-from vae_core import DataError, ModelFormatError, SchemaError, TabularVAE
-from vae_core.module import VAEModule
-from vae_core.training import EarlyStopping, holdout_mask, validation_means, validation_terms
-from vae_core.transform import Span
+from vae_core import DataError, ModelFormatError, SchemaError, TabularVAE, TrainConfig
+from vae_core.data.transform import Span
+from vae_core.nn import VAEModule
+from vae_core.objectives import LossOutput
+from vae_core.training import (
+    EarlyStopping,
+    EpochSums,
+    ValidationSums,
+    epoch_report,
+    holdout_mask,
+    validation_means,
+    validation_terms,
+)
 
 
 def with_column(t: pa.Table, name: str, values) -> pa.Table:
@@ -332,3 +341,41 @@ def test_holdout_split_depends_only_on_row_content():
     np.testing.assert_array_equal(np.concatenate([holdout_mask(x[:777], 0.1), holdout_mask(
         x[777:], 0.1)]), mask)  # any block layout
     assert not holdout_mask(x, 0.0).any()
+
+
+def test_epoch_sums_add_up_across_ranks_as_one_tensor():
+    """What the Ray Train loop all-reduces: the sum of two ranks' tensors is the sums of
+    all their batches, and the report's means are per row."""
+    def out(loss, terms=None):
+        return LossOutput(torch.tensor(loss), torch.tensor(loss / 2), torch.tensor(1.0),
+                          None if terms is None else torch.tensor(terms))
+
+    ranks = [EpochSums(), EpochSums()]
+    ranks[0].add(out(4.0, [0.5, 0.25, 0.25]), rows=30)
+    ranks[1].add(out(2.0, [0.1, 0.2, 0.7]), rows=10)
+    ranks[1].add(out(1.0, [0.1, 0.2, 0.7]), rows=10)
+    ranks[0].seconds, ranks[1].seconds = 2.0, 4.0
+    total = EpochSums.from_tensor(ranks[0].to_tensor() + ranks[1].to_tensor())
+    assert total.rows == 50 and total.loss == 4.0 * 30 + 2.0 * 10 + 1.0 * 10
+    assert total.tc == pytest.approx(0.25 * 30 + 0.2 * 20)
+    val = ValidationSums(rows=10, elbo=-50.0, objective=-40.0)
+    report = epoch_report(0, TrainConfig(epochs=3, objective="tcvae"), total, val, 1e-3,
+                          best=True, workers=2)
+    assert report.epoch == 1 and report.epochs == 3 and report.best
+    assert report.train_loss == pytest.approx(150 / 50)
+    assert report.train_reconstruction == pytest.approx(75 / 50)
+    assert report.train_mi == pytest.approx((0.5 * 30 + 0.1 * 20) / 50)
+    assert report.val_elbo == -5.0 and report.val_objective == -4.0
+    assert report.rows_per_second == pytest.approx(50 / 3.0)  # by the ranks' mean time
+    assert ValidationSums().mean_elbo is None  # no validation rows: nothing to report
+
+
+def test_derived_tensors_follow_the_module_but_are_not_saved():
+    spans = [Span("a", "numeric", 0, 3, atoms=((0.0, 0.5),)), Span("b", "binary", 3, 2),
+             Span("k", "categorical", 5, 3, sampleable=2)]
+    module = VAEModule(spans, x_dim=8, latent_dim=2, hidden=(8,), autoregressive=True,
+                       decoder_scale="column")
+    assert set(module.state_dict()) == {n for n, _ in module.named_parameters()}
+    assert any(True for _ in module.buffers())  # index tensors, atoms, MADE masks
+    module.to("meta")
+    assert {b.device.type for b in module.buffers()} == {"meta"}

@@ -1,17 +1,12 @@
 """The HTTP routes in process (FastAPI TestClient, no Ray): results and every 4xx."""
 
-import json
-
-import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import DirectBackend, create_app
 from serving.codecs import ARROW_STREAM, table_from_arrow, table_to_arrow
-from serving.service import Limits, ModelService
-
-# Shared with the real-Serve tests (tests/integration/test_serving.py): same limits there.
-LIMITS = Limits(max_rows=500, max_generate=1000, max_body_bytes=2_000_000)
+from serving.service import ModelService
+from tests.serving_cases import BAD_GENERATE_REQUESTS, BAD_SCORE_REQUESTS, LIMITS, rows, with_
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +19,6 @@ def service(adult_cvae):
 def client(service):
     backend = DirectBackend(service)
     return TestClient(create_app(lambda: backend))
-
-
-def rows(table: pa.Table, n: int) -> list[dict]:
-    return table.slice(0, n).to_pylist()
 
 
 def test_score_json_and_arrow_match_in_process(client, adult_cvae, adult_test):
@@ -60,36 +51,6 @@ def test_embed_generate_model_health(client, adult_cvae, adult_test):
     assert client.get("/openapi.json").status_code == 200
 
 
-def _with(rows_, **changes):
-    rows_[0].update(changes)
-    return rows_
-
-
-BAD_SCORE_REQUESTS = [
-    (lambda t: {"json": {"rows": [{k: v for k, v in r.items() if k != "age"} for r in rows(t, 2)]}},
-     422, "column 'age' is missing"),
-    (lambda t: {"json": {"rows": _with(rows(t, 2), age="old")}}, 422, "column 'age'"),
-    (lambda t: {"content": json.dumps({"rows": _with(rows(t, 2), age=float("nan"))}),
-                "headers": {"content-type": "application/json"}}, 422, "nan is not allowed"),
-    (lambda t: {"json": {"rows": []}}, 400, "non-empty list"),
-    (lambda t: {"json": {"rows": rows(t, 501)}}, 413, "too many rows"),
-    (lambda t: {"content": b"{not json", "headers": {"content-type": "application/json"}},
-     400, "malformed JSON"),
-    (lambda t: {"content": b"garbage", "headers": {"content-type": ARROW_STREAM}}, 400,
-     "malformed Arrow"),
-    (lambda t: {"content": b"x" * 2_000_001, "headers": {"content-type": "application/json"}},
-     413, "limit"),
-    (lambda t: {"json": {"rowz": []}}, 400, "'rows'"),
-]
-BAD_GENERATE_REQUESTS = [
-    ({"n": 5000}, 413, "n must be in 1..1000"),
-    ({"n": 0}, 422, "n must be in"),
-    ({"n": "5"}, 400, "integer 'n'"),
-    ({"n": 5, "conditions": {"income": "lots"}}, 422, "'income': condition value 'lots'"),
-    ({"n": 5, "temperature": 2}, 400, "unknown field 'temperature'"),
-]
-
-
 @pytest.mark.parametrize("make_request, status, words", BAD_SCORE_REQUESTS)
 def test_bad_score_requests_get_a_4xx_naming_the_problem(client, adult_test, make_request,
                                                           status, words):
@@ -99,7 +60,7 @@ def test_bad_score_requests_get_a_4xx_naming_the_problem(client, adult_test, mak
 
 
 def test_unseen_category_is_scored_and_flagged(client, adult_test):
-    r = client.post("/v1/score", json={"rows": _with(rows(adult_test, 2),
+    r = client.post("/v1/score", json={"rows": with_(rows(adult_test, 2),
                                                      **{"native-country": "Atlantis"})})
     assert r.status_code == 200
     assert [x["unseen_categories"] for x in r.json()["rows"]] == [1, 0]

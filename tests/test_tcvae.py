@@ -10,24 +10,18 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from vae_core import TabularVAE, TrainConfig
-from vae_core.module import VAEModule
-from vae_core.transform import Span
-
-
-def module(latent_dim: int) -> VAEModule:
-    return VAEModule([Span("x", "numeric", 0, 3)], x_dim=3, latent_dim=latent_dim, hidden=(4,))
+from vae_core.objectives import kl_decomposition
 
 
 @pytest.mark.parametrize("estimator", ["mws", "mss"])
 def test_the_three_terms_sum_to_the_kl_within_sampling_error(estimator):
     torch.manual_seed(0)
-    m = module(4)
     q = Normal(torch.randn(256, 4), torch.rand(256, 4) * 0.9 + 0.1)
     exact = kl_divergence(q, Normal(0.0, 1.0)).sum(-1).mean()
     sums = []
     for _ in range(200):
         z = q.rsample()
-        mi, tc, dim_kl = m.kl_decomposition(q, z, dataset_size=10_000, estimator=estimator)
+        mi, tc, dim_kl = kl_decomposition(q, z, dataset_size=10_000, estimator=estimator)
         per_row = mi + tc + dim_kl
         # per sample, the split is exact: the terms telescope to log q(z|x) − log p(z)
         torch.testing.assert_close(per_row, q.log_prob(z).sum(-1) - Normal(0.0, 1.0)
@@ -42,9 +36,9 @@ def test_the_estimator_in_closed_form_when_the_posterior_is_the_prior():
     """q(z|x) = p(z) for every row: then q(z) = p(z), and minibatch-weighted sampling's
     log q̂(z) = log p(z) − log N exactly, so MI = log N, TC = (d−1)·log N and dim-wise
     KL = −d·log N: MWS's known bias, which cancels in the sum (here 0 = the KL)."""
-    m, n, d = module(3), 5000, 3
+    n, d = 5000, 3
     q = Normal(torch.zeros(64, d), torch.ones(64, d))
-    mi, tc, dim_kl = m.kl_decomposition(q, q.sample(), dataset_size=n)
+    mi, tc, dim_kl = kl_decomposition(q, q.sample(), dataset_size=n)
     log_n = torch.log(torch.tensor(float(n)))
     for term, expected in ((mi, log_n), (tc, (d - 1) * log_n), (dim_kl, -d * log_n)):
         torch.testing.assert_close(term, expected.expand(64), atol=1e-4, rtol=0)
@@ -52,9 +46,8 @@ def test_the_estimator_in_closed_form_when_the_posterior_is_the_prior():
 
 def test_the_stratified_estimator_is_exact_when_the_posterior_is_the_prior():
     """With weights summing to one, q̂(z) = p(z) exactly, so every term vanishes."""
-    m = module(3)
     q = Normal(torch.zeros(64, 3), torch.ones(64, 3))
-    for term in m.kl_decomposition(q, q.sample(), dataset_size=5000, estimator="mss"):
+    for term in kl_decomposition(q, q.sample(), dataset_size=5000, estimator="mss"):
         torch.testing.assert_close(term, torch.zeros(64), atol=1e-4, rtol=0)
 
 
@@ -65,11 +58,11 @@ def test_total_correlation_tracks_the_dependence_between_latent_dimensions(estim
     ρ = 1/(1+σ²), whose TC is −½·log(1−ρ²). An estimator's bias is shared by the two, so
     the difference of the estimates must match the closed form."""
     torch.manual_seed(1)
-    m, b, sigma = module(2), 2048, 0.05
+    b, sigma = 2048, 0.05
     means = torch.randn(b, 2)
     independent = Normal(means, torch.full((b, 2), sigma))
     tied = Normal(means[:, :1].expand(-1, 2), torch.full((b, 2), sigma))
-    tc = {name: m.kl_decomposition(q, q.sample(), b, estimator)[1].mean()
+    tc = {name: kl_decomposition(q, q.sample(), b, estimator)[1].mean()
           for name, q in (("independent", independent), ("tied", tied))}
     rho = 1 / (1 + sigma**2)
     exact = -0.5 * torch.log(torch.tensor(1 - rho**2))

@@ -3,7 +3,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from tests.test_schema_statistics import OVERRIDES, mixed_table
+from tests.tables import OVERRIDES, mixed_table
 from vae_core import ColumnTransformer, DataError, SchemaError, TableStatistics, infer_schema
 
 
@@ -120,7 +120,7 @@ def test_transformer_round_trips_through_json():
 
 
 def _map_of(values: np.ndarray, kind: str):
-    from vae_core.quantile_map import QuantileNormalMap
+    from vae_core.data.quantile_map import QuantileNormalMap
 
     t = pa.table({"v": values})
     schema = infer_schema(t.schema, {"v": kind})

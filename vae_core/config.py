@@ -20,6 +20,11 @@ def _from_dict(cls, d: Mapping, what: str):
     return cls(**kwargs)
 
 
+def _field(default, help: str):
+    """A field with its help text (read by the CLI's flag builder, with the default)."""
+    return field(default=default, metadata={"help": help})
+
+
 DECODERS = ("factorized", "autoregressive")
 NUMERIC_TRANSFORMS = ("quantile", "standard", "pooled")
 DECODER_SCALES = ("row", "column", "shared")
@@ -27,31 +32,31 @@ DECODER_SCALES = ("row", "column", "shared")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    latent_dim: int = 8  # with latent_layers = 2: z₁'s, the layer next to the data
-    hidden: tuple[int, ...] = (128, 128)
-    # 1: VAE. 2: hierarchical VAE, z₂ → z₁ → x with ladder inference (vae_core.ladder);
-    # embeddings are then the top layer's, top_latent_dim wide.
-    latent_layers: int = 1
-    top_latent_dim: int = 4
-    # "factorized": columns independent given z. "autoregressive": column j also sees the
-    # columns before it (vae_core.autoregressive): sharper relations between columns in
-    # generated rows and scores, at one decoder pass per column when sampling.
-    decoder: str = "factorized"
-    min_scale: float = 0.01  # floor of the decoder's Gaussian σ, in normalised units
-    # "row": σ of a numeric column is a decoder output, row by row. "column": one learned σ
-    # per column (homoscedastic), so that no row is explained away by a wide Gaussian.
-    # "shared": one σ for every numeric column, isotropic noise as in probabilistic PCA,
-    # so the likelihood weighs an error in z the same in every column (embeddings).
-    decoder_scale: str = "row"
-    max_categories: int = 100  # per column; rarer categories share an "other" slot
-    max_knots: int = 512  # of the quantile→normal map
-    # "quantile": quantile→normal with atoms (exact marginals: for generation, embeddings).
-    # "standard": (x − mean) / std, which keeps how far out a value lies (for anomaly
-    # detection on contaminated data; vae_core.standard_map). "pooled": (x − mean) / s with
-    # one s for every numeric column, for columns in one unit (pixels, sensor channels):
-    # z keeps the table's own distances.
-    numeric_transform: str = "quantile"
-    columns: Mapping[str, str] = field(default_factory=dict)  # schema overrides
+    """The model's shape. Each field's ``help`` is also the help of its ``vae train`` flag."""
+
+    latent_dim: int = _field(8, "dimensions of the latent code z (with latent_layers 2: "
+                             "z₁'s, the layer next to the data)")
+    hidden: tuple[int, ...] = _field((128, 128), "hidden layer widths of encoder and "
+                                     "decoder, units per layer, e.g. 128,128")
+    latent_layers: int = _field(1, "1: VAE; 2: hierarchical VAE z₂ → z₁ → x with ladder "
+                                "inference, embeddings then from the top layer")
+    top_latent_dim: int = _field(4, "dimensions of the top layer z₂ (latent_layers 2 only)")
+    decoder: str = _field("factorized", "factorized: columns independent given z; "
+                          "autoregressive: column j also reads the columns before it (sharper "
+                          "relations in generated rows, one decoder pass per column to sample)")
+    min_scale: float = _field(0.01, "floor of the decoder's Gaussian σ, in normalised units")
+    decoder_scale: str = _field("row", "σ of numeric columns: row (a decoder output per row), "
+                                "column (one learned σ per column), shared (one σ for every "
+                                "numeric column, as in probabilistic PCA: embeddings)")
+    max_categories: int = _field(100, "categories kept per column; rarer ones share an "
+                                 "'other' slot")
+    max_knots: int = _field(512, "knots of the quantile→normal map per numeric column")
+    numeric_transform: str = _field("quantile", "quantile (quantile→normal with atoms: "
+                                    "generation, embeddings), standard ((x − mean) / std: "
+                                    "anomalies on contaminated data), pooled ((x − mean) / s, "
+                                    "one s for all numeric columns in one unit)")
+    columns: Mapping[str, str] = field(default_factory=dict, metadata={
+        "help": "schema overrides, column name → kind"})
 
     def __post_init__(self) -> None:
         if self.latent_layers not in (1, 2):
@@ -82,33 +87,42 @@ OBJECTIVES = ("elbo", "tcvae")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 40
-    batch_size: int = 256
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 10.0  # max global gradient norm; 0 disables
-    beta: float = 1.0  # weight of the KL term (β-VAE when ≠ 1)
-    kl_warmup_epochs: int = 5  # KL weight rises linearly from 0 to β over these epochs
-    free_bits: float = 0.0  # nats per latent dimension (0 disables)
-    # Share of each batch, the rows with the lowest ELBO, left out of the loss (a trimmed
-    # likelihood): set it to the expected contamination when training an anomaly detector
-    # on data that holds anomalies, so that the model does not learn them as normal.
-    trim_fraction: float = 0.0
-    # Weight of the distance stress (vae_core.distances) in the loss: > 0 makes distances in
-    # the embedding follow distances between rows (README, "Settings for each job").
-    distance_weight: float = 0.0
-    validation_fraction: float = 0.1
-    early_stopping_patience: int = 10  # epochs without validation objective gain; 0 disables
-    seed: int = 0
-    iwae_samples: int = 16  # K for log p(x) in scoring and calibration
-    # "elbo": VAE / β-VAE. "tcvae": β-TCVAE, the KL split into index-code mutual information,
-    # total correlation and dimension-wise KL, weighted by tc_alpha, tc_beta, tc_gamma (and
-    # all three by the warm-up ramp and beta).
-    objective: str = "elbo"
-    tc_alpha: float = 1.0
-    tc_beta: float = 2.0  # Chen et al. use 6 on images; 1.5–2 did best on our factor table
-    tc_gamma: float = 1.0
-    tc_estimator: str = "mss"  # of the aggregate posterior: "mss" (stratified) or "mws"
+    """How a fit runs. Each field's ``help`` is also the help of its ``vae train`` flag."""
+
+    epochs: int = _field(40, "passes over the training rows (at most: early stopping may "
+                         "end sooner)")
+    batch_size: int = _field(256, "rows per optimiser step")
+    learning_rate: float = _field(2e-3, "AdamW step size at the start (cosine decay to 5 % "
+                                  "of it over the epochs)")
+    weight_decay: float = _field(0.0, "AdamW decoupled weight decay")
+    grad_clip: float = _field(10.0, "max global gradient norm; 0 disables")
+    beta: float = _field(1.0, "weight of the KL term (β-VAE when ≠ 1)")
+    kl_warmup_epochs: int = _field(5, "epochs over which the KL weight rises linearly from 0 "
+                                   "to beta")
+    free_bits: float = _field(0.0, "nats per latent dimension below which KL is not "
+                              "penalised; 0 disables")
+    trim_fraction: float = _field(0.0, "share of each batch (the rows with the lowest ELBO) "
+                                  "left out of the loss, in [0, 0.5): set it to the expected "
+                                  "contamination for anomaly detection on data that holds "
+                                  "anomalies")
+    distance_weight: float = _field(0.0, "weight of the distance stress in the loss: > 0 "
+                                    "makes distances in the embedding follow distances "
+                                    "between rows")
+    validation_fraction: float = _field(0.1, "share of rows held out for validation, "
+                                        "early stopping and calibration")
+    early_stopping_patience: int = _field(10, "epochs without gain of the validation "
+                                          "objective before stopping; 0 disables")
+    seed: int = _field(0, "random seed of initialisation, split and shuffling")
+    iwae_samples: int = _field(16, "K, importance samples per row for log p(x) in scoring "
+                               "and calibration")
+    objective: str = _field("elbo", "elbo (VAE / β-VAE) or tcvae (β-TCVAE: the KL split into "
+                            "mutual information, total correlation and dimension-wise KL)")
+    tc_alpha: float = _field(1.0, "tcvae: weight of the index-code mutual information")
+    tc_beta: float = _field(2.0, "tcvae: weight of the total correlation (Chen et al. use 6 "
+                            "on images; 1.5–2 did best on our factor table)")
+    tc_gamma: float = _field(1.0, "tcvae: weight of the dimension-wise KL")
+    tc_estimator: str = _field("mss", "tcvae: estimator of the aggregate posterior, mss "
+                               "(stratified) or mws")
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

@@ -14,9 +14,8 @@ module only about tensors.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -26,16 +25,16 @@ import torch
 
 from vae_core.artifact import read_model_folder, write_model_folder
 from vae_core.calibration import Calibration
+from vae_core.conditions import condition_rows
 from vae_core.config import ModelConfig, TrainConfig, check_compatible
-from vae_core.errors import DataError, ModelFormatError, SchemaError
-from vae_core.ladder import LadderVAEModule
-from vae_core.module import LatentVariableModule, VAEModule
-from vae_core.row_streams import blockwise, covering_blocks, normal_rows
-from vae_core.schema import infer_schema
-from vae_core.statistics import TableStatistics
-from vae_core.tables import TableLike, as_table
+from vae_core.data.schema import infer_schema
+from vae_core.data.statistics import TableStatistics
+from vae_core.data.tables import TableLike, as_table
+from vae_core.data.transform import ColumnTransformer, EncodedTable
+from vae_core.errors import DataError, ModelFormatError
+from vae_core.nn import LatentVariableModule, build_module
+from vae_core.row_streams import blockwise, segment_noise
 from vae_core.training import EpochReport, fit_module, holdout_mask
-from vae_core.transform import ColumnTransformer, EncodedTable
 
 INFERENCE_BATCH_ROWS = 8192
 CALIBRATION_ROWS = 20_000  # quantiles up to the 99.9th are stable with this many rows
@@ -52,17 +51,6 @@ def _split_kwargs(kwargs: Mapping) -> tuple[dict, dict]:
         raise TypeError(f"unknown option '{unknown[0]}'")
     return ({k: v for k, v in kwargs.items() if k in model_keys},
             {k: v for k, v in kwargs.items() if k in train_keys})
-
-
-def build_module(transformer: ColumnTransformer, cfg: ModelConfig) -> LatentVariableModule:
-    spans, x_dim, c_dim = transformer.feature_spans, transformer.x_dim, transformer.c_dim
-    autoregressive = cfg.decoder == "autoregressive"
-    if cfg.latent_layers == 2:
-        return LadderVAEModule(spans, x_dim, c_dim, cfg.latent_dim, cfg.top_latent_dim,
-                               tuple(cfg.hidden), cfg.min_scale, autoregressive,
-                               cfg.decoder_scale)
-    return VAEModule(spans, x_dim, c_dim, cfg.latent_dim, tuple(cfg.hidden), cfg.min_scale,
-                     autoregressive, cfg.decoder_scale)
 
 
 class TabularVAE:
@@ -189,21 +177,6 @@ class TabularVAE:
                                              c.double().cpu().numpy(), generated=True))
         return pa.concat_tables(parts)
 
-    def _noise(self, segments: Sequence[tuple[int, ...]], k: int) -> Iterator[torch.Tensor]:
-        """ε [k, rows, d] in pieces of about one forward pass each.
-
-        A segment is (rows, seed) or (rows, seed, start): rows start..start+rows of the
-        seed's noise stream. A row's noise depends only on its seed, its index in the stream,
-        k and d (see row_streams), so requests merged into one pass (serving) and a table
-        scored in pieces by many workers (batch jobs) score exactly as one call would.
-        """
-        d = self._require_fitted()[1].noise_dim
-        step = max(NOISE_BLOCK_ROWS, _rows_per_pass(k) // NOISE_BLOCK_ROWS * NOISE_BLOCK_ROWS)
-        for rows, seed, start in _segments(segments):
-            for piece, first, stop in covering_blocks(start, rows, step):
-                yield normal_rows(seed, piece * step + first, stop - first, k, d, self.device,
-                                  NOISE_BLOCK_ROWS)
-
     @torch.inference_mode()
     def _importance(self, enc: EncodedTable, k: int, segments: Sequence[tuple[int, ...]]
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,7 +200,9 @@ class TabularVAE:
             nll.append((-column_ll).float().cpu().numpy())
             offset, pending[:] = end, []
 
-        for piece in self._noise(segments, k):  # merge small segments into one forward pass
+        noise = segment_noise(segments, k, module.noise_dim, self.device, _rows_per_pass(k),
+                              NOISE_BLOCK_ROWS)
+        for piece in noise:  # merge small segments into one forward pass
             if pending and sum(p.shape[1] for p in pending) + piece.shape[1] > _rows_per_pass(k):
                 forward()
             pending.append(piece)
@@ -296,7 +271,7 @@ class TabularVAE:
         if n < 0 or start < 0:
             raise ValueError("n and start must be ≥ 0")
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
-        given = self._condition_rows(n, conditions)
+        given = condition_rows(transformer, n, conditions)
         used = 0
 
         @torch.inference_mode()
@@ -333,45 +308,17 @@ class TabularVAE:
                                        np.zeros((0, transformer.c_dim)))
         return pa.concat_tables(parts)
 
-    def _condition_rows(self, n: int, conditions: TableLike | Mapping | None
-                        ) -> np.ndarray | None:
-        """Encoded condition rows [n, c_dim]; None: draw them from the training marginals."""
-        transformer, _ = self._require_fitted()
-        wanted = transformer.schema.conditions
-        if conditions is None:
-            return None
-        if not wanted:
-            raise SchemaError("this model has no condition columns; sample without conditions")
-        if isinstance(conditions, Mapping) and not any(
-                isinstance(v, list | tuple | np.ndarray) for v in conditions.values()):
-            types = {s.name: transformer.schema.arrow_type(s.name) for s in wanted}
-            unknown = sorted(set(conditions) - set(types))
-            if unknown:
-                raise SchemaError(f"'{unknown[0]}' is not a condition column of this model "
-                                  f"(conditions: {', '.join(types)})", unknown[0])
-            table = pa.table({k: pa.array([v] * n, type=types.get(k)) for k, v in
-                              conditions.items()})
-        else:
-            table = as_table(conditions)
-        if table.num_rows == 1 and n != 1:
-            table = table.take(np.zeros(n, dtype=np.int64))
-        if table.num_rows != n:
-            raise DataError(f"conditions have {table.num_rows} rows for n = {n} samples")
-        return transformer.transform_conditions(table)
-
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         transformer, module = self._require_fitted()
         meta = {
-            "versions": {"vae-tables": _version(), "torch": torch.__version__,
-                         "pyarrow": pa.__version__},
             "model_config": self.model_config.to_dict(),
             "train_config": self.train_config.to_dict(),
             "transformer": transformer.to_dict(),
             "calibration": self.calibration.to_dict() if self.calibration else None,
             "history": [h.to_dict() for h in self.history],
         }
-        return write_model_folder(path, _finite(meta), module.state_dict())
+        return write_model_folder(path, meta, module.state_dict())
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TabularVAE:
@@ -391,31 +338,6 @@ class TabularVAE:
         return vae
 
 
-def _segments(segments: Sequence[tuple[int, ...]]) -> Iterator[tuple[int, int, int]]:
-    """(rows, seed, start) for segments given as (rows, seed) or (rows, seed, start)."""
-    for seg in segments:
-        rows, seed, start = (*seg, 0) if len(seg) == 2 else seg
-        yield int(rows), int(seed), int(start)
-
-
 def _rows_per_pass(k: int) -> int:
     """Rows per forward pass with k samples each: ~32 × 8192 noise draws held at once."""
     return max(1, INFERENCE_BATCH_ROWS * 32 // max(k, 32))
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("vae-tables")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _finite(obj):
-    """JSON has no NaN: store non-finite floats (e.g. a missing validation ELBO) as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj

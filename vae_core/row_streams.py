@@ -11,7 +11,7 @@ depends on the shape of the draw.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -49,3 +49,20 @@ def blockwise(seed: int, start: int, rows: int, block_rows: int,
     """``draw(block_seed, block_rows, rows_wanted)`` for every block covering the rows."""
     return [draw(block_seed(seed, block), block_rows, slice(first, stop))
             for block, first, stop in covering_blocks(start, rows, block_rows)]
+
+
+def segment_noise(segments: Sequence[tuple[int, ...]], k: int, d: int, device: torch.device,
+                  pass_rows: int, block_rows: int) -> Iterator[torch.Tensor]:
+    """Importance noise ε [k, rows, d] of the segments, in pieces of about ``pass_rows``.
+
+    A segment is (rows, seed) or (rows, seed, start): rows start..start+rows of the seed's
+    noise stream. A row's noise depends only on its seed, its index in the stream, k and d,
+    so requests merged into one pass (serving) and a table scored in pieces by many workers
+    (batch jobs) score exactly as one call would.
+    """
+    step = max(block_rows, pass_rows // block_rows * block_rows)
+    for segment in segments:
+        rows, seed, start = (*segment, 0) if len(segment) == 2 else segment
+        for piece, first, stop in covering_blocks(int(start), int(rows), step):
+            yield normal_rows(int(seed), piece * step + first, stop - first, k, d, device,
+                              block_rows)

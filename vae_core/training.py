@@ -1,8 +1,12 @@
-"""The optimisation loop, in pieces that a distributed trainer can reuse.
+"""The optimisation loop, in pieces that the in-memory fit and the Ray Train loop share.
 
-``train_step`` takes the module *as called for training* — the plain module or its DDP
-wrapper — and always goes through ``model(...)`` (``forward``), which is what makes DDP
-all-reduce the gradients. Clipping happens after ``backward`` and before ``step``.
+``run_epoch`` trains one pass over minibatches and returns its ``EpochSums``;
+``ValidationSums`` gathers the validation bounds; both are sums (not means) with a
+``to_tensor``/``from_tensor`` pair, so that a distributed trainer all-reduces them in one
+call; ``epoch_report`` turns them into the EpochReport. ``train_step`` takes the module *as
+called for training* — a TrainingModule (vae_core.objectives) or its DDP wrapper — and
+always goes through ``model(...)`` (``forward``), which is what makes DDP all-reduce the
+gradients. Clipping happens after ``backward`` and before ``step``.
 """
 
 from __future__ import annotations
@@ -10,15 +14,17 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, astuple, dataclass, fields
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from vae_core.config import TrainConfig
-from vae_core.module import LatentVariableModule, LossOutput
+from vae_core.nn import LatentVariableModule
+from vae_core.objectives import LossOutput, TrainingModule, objective_for
 
 
 @dataclass
@@ -59,17 +65,131 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c: torch.Tensor,
-               kl_weight: float, cfg: TrainConfig, dataset_size: int | None = None
-               ) -> LossOutput:
-    """One optimiser step; ``dataset_size`` is β-TCVAE's N (the training rows)."""
+               kl_weight: float, grad_clip: float = 0.0) -> LossOutput:
+    """One optimiser step through ``model(x, c, kl_weight)``; ``grad_clip``: max global
+    gradient norm (0: none)."""
     opt.zero_grad(set_to_none=True)
-    out: LossOutput = model(x, c, kl_weight, cfg.free_bits, cfg.tc_weights, dataset_size,
-                            cfg.tc_estimator, cfg.trim_fraction, cfg.distance_weight)
+    out: LossOutput = model(x, c, kl_weight)
     out.loss.backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     return out
+
+
+S = TypeVar("S", bound="Sums")
+
+
+class Sums:
+    """A dataclass of float sums that travels as one float64 tensor (one all-reduce)."""
+
+    def to_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
+        return torch.tensor(astuple(self), dtype=torch.float64, device=device)
+
+    @classmethod
+    def from_tensor(cls: type[S], t: torch.Tensor) -> S:
+        return cls(*t.tolist())
+
+    @classmethod
+    def size(cls) -> int:
+        return len(fields(cls))
+
+
+@dataclass
+class EpochSums(Sums):
+    """Row-weighted sums of an epoch's training losses; β-TCVAE's KL parts stay 0 otherwise."""
+
+    rows: float = 0.0
+    loss: float = 0.0
+    reconstruction: float = 0.0
+    kl: float = 0.0
+    mi: float = 0.0
+    tc: float = 0.0
+    dim_kl: float = 0.0
+    seconds: float = 0.0  # the epoch's training time (summed over ranks once all-reduced)
+
+    def add(self, out: LossOutput, rows: int) -> None:
+        terms = [out.loss.detach(), out.reconstruction, out.kl]
+        values = torch.stack(terms if out.kl_terms is None else [*terms, *out.kl_terms])
+        loss, reconstruction, kl, *kl_terms = values.tolist()  # one device sync
+        self.rows += rows
+        self.loss += loss * rows
+        self.reconstruction += reconstruction * rows
+        self.kl += kl * rows
+        if kl_terms:
+            self.mi, self.tc, self.dim_kl = (a + b * rows for a, b in zip(
+                (self.mi, self.tc, self.dim_kl), kl_terms, strict=True))
+
+
+@dataclass
+class ValidationSums(Sums):
+    """Sums of the validation bounds: ELBO and objective over ``rows`` (trimmed rows left
+    out, see validation_terms), IWAE over ``iwae_rows``."""
+
+    rows: float = 0.0
+    elbo: float = 0.0
+    objective: float = 0.0
+    iwae_rows: float = 0.0
+    iwae: float = 0.0
+
+    def add(self, module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor,
+            generator: torch.Generator | None, beta: float = 1.0,
+            trim_fraction: float = 0.0) -> None:
+        elbo, objective, rows = validation_terms(module, x, c, generator, beta, trim_fraction)
+        self.elbo, self.objective, self.rows = (self.elbo + elbo, self.objective + objective,
+                                                self.rows + rows)
+
+    def add_iwae(self, module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor, k: int,
+                 generator: torch.Generator | None) -> None:
+        self.iwae += float(module.iwae(x, c, k, generator=generator).sum())
+        self.iwae_rows += len(x)
+
+    @property
+    def mean_elbo(self) -> float | None:
+        return self.elbo / self.rows if self.rows else None
+
+    @property
+    def mean_objective(self) -> float | None:
+        return self.objective / self.rows if self.rows else None
+
+    @property
+    def mean_iwae(self) -> float | None:
+        return self.iwae / self.iwae_rows if self.iwae_rows else None
+
+
+def run_epoch(model: nn.Module, opt: torch.optim.Optimizer,
+              batches: Iterable[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
+              epoch: int, batches_per_epoch: int) -> EpochSums:
+    """One epoch of train_step over the minibatches (x, c), ``epoch`` 0-based; the KL
+    weight follows its warm-up within the epoch. bf16 autocast on CUDA (the likelihood is
+    computed in float32: vae_core.nn.blocks)."""
+    model.train()
+    sums, t0 = EpochSums(), time.perf_counter()
+    for i, (x, c) in enumerate(batches):
+        kl_weight = cfg.kl_weight(epoch + min(i / batches_per_epoch, 1.0))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+            out = train_step(model, opt, x, c, kl_weight, cfg.grad_clip)
+        sums.add(out, len(x))
+    sums.seconds = time.perf_counter() - t0
+    return sums
+
+
+def epoch_report(epoch: int, cfg: TrainConfig, train: EpochSums, val: ValidationSums,
+                 learning_rate: float, best: bool, workers: int = 1) -> EpochReport:
+    """Epoch ``epoch`` (0-based) as per-row means; ``train`` and ``val`` summed over
+    ``workers`` ranks (rows per second: by the ranks' mean epoch time)."""
+    tc = cfg.tc_weights is not None
+
+    def mean(total: float) -> float:
+        return total / train.rows if train.rows else math.nan
+
+    return EpochReport(
+        epoch=epoch + 1, epochs=cfg.epochs, train_loss=mean(train.loss),
+        train_reconstruction=mean(train.reconstruction), train_kl=mean(train.kl),
+        val_elbo=val.mean_elbo, kl_weight=cfg.kl_weight(epoch + 1), learning_rate=learning_rate,
+        rows_per_second=train.rows / (train.seconds / workers), best=best,
+        train_mi=mean(train.mi) if tc else None, train_tc=mean(train.tc) if tc else None,
+        train_dim_kl=mean(train.dim_kl) if tc else None, val_objective=val.mean_objective)
 
 
 def validation_terms(module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor,
@@ -93,23 +213,29 @@ def validation_terms(module: LatentVariableModule, x: torch.Tensor, c: torch.Ten
 
 
 @torch.inference_mode()
+def validate(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, beta: float = 1.0,
+             trim_fraction: float = 0.0, batch_size: int = 4096, seed: int = 0
+             ) -> ValidationSums:
+    """The validation sums over a data set in memory, with fixed noise: batch ``start``
+    draws from a generator seeded ``seed + start`` (see validation_terms)."""
+    sums = ValidationSums()
+    if len(x) == 0:
+        return sums
+    device = next(module.parameters()).device
+    gen = torch.Generator(device=device)
+    for start in range(0, len(x), batch_size):
+        sums.add(module, torch.from_numpy(x[start:start + batch_size]).to(device),
+                 torch.from_numpy(c[start:start + batch_size]).to(device),
+                 gen.manual_seed(seed + start), beta, trim_fraction)
+    return sums
+
+
 def validation_means(module: LatentVariableModule, x: np.ndarray, c: np.ndarray,
                      beta: float = 1.0, trim_fraction: float = 0.0, batch_size: int = 4096,
                      seed: int = 0) -> tuple[float, float]:
-    """Mean per-row (ELBO, objective) over a data set, with a fixed noise seed (see
-    validation_terms)."""
-    if len(x) == 0:
-        return math.nan, math.nan
-    gen = torch.Generator().manual_seed(seed)
-    device = next(module.parameters()).device
-    elbo, objective, rows = 0.0, 0.0, 0
-    for start in range(0, len(x), batch_size):
-        xb = torch.from_numpy(x[start:start + batch_size]).to(device)
-        cb = torch.from_numpy(c[start:start + batch_size]).to(device)
-        e, o, n = validation_terms(module, xb, cb, gen.manual_seed(seed + start), beta,
-                                   trim_fraction)
-        elbo, objective, rows = elbo + e, objective + o, rows + n
-    return elbo / rows, objective / rows
+    """Mean per-row (ELBO, objective) over a data set (NaN without rows; see validate)."""
+    sums = validate(module, x, c, beta, trim_fraction, batch_size, seed)
+    return ((sums.mean_elbo, sums.mean_objective) if sums.rows else (math.nan, math.nan))
 
 
 class EarlyStopping:
@@ -118,8 +244,11 @@ class EarlyStopping:
     def __init__(self, patience: int) -> None:
         self.patience, self.best, self.best_state, self.stale = patience, -math.inf, None, 0
 
-    def update(self, value: float, module: nn.Module) -> bool:
-        """Record an epoch's validation objective; True if this is the best so far."""
+    def update(self, value: float | None, module: nn.Module) -> bool:
+        """Record an epoch's validation objective (None: no validation rows, nothing to
+        compare); True if this is the best so far."""
+        if value is None:
+            return False
         if value > self.best:
             self.best, self.stale = value, 0
             self.best_state = copy.deepcopy(module.state_dict())
@@ -157,43 +286,33 @@ def minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[n
         yield order[start:start + batch_size]
 
 
-def _kl_terms(out: LossOutput) -> list[float]:
-    return out.kl_terms.tolist() if out.kl_terms is not None else [0.0, 0.0, 0.0]
-
-
 def fit_module(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, x_val: np.ndarray,
                c_val: np.ndarray, cfg: TrainConfig,
                progress: Callable[[EpochReport], None] | None = None) -> list[EpochReport]:
     """Train in memory; ends with the best validation weights loaded (or the last ones)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    model = TrainingModule(module, objective_for(cfg, len(x)))
     opt, schedule = make_optimizer(module, cfg)
     stopper = EarlyStopping(cfg.early_stopping_patience)
     device = next(module.parameters()).device
     xt, ct = torch.from_numpy(x).to(device), torch.from_numpy(c).to(device)
     n_batches = max(1, math.ceil(len(x) / cfg.batch_size))
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in minibatches(len(x), cfg.batch_size, rng):
+            rows = torch.from_numpy(idx).to(device)
+            yield xt[rows], ct[rows]
+
     history = []
     for epoch in range(cfg.epochs):
-        module.train()
-        t0, sums = time.perf_counter(), np.zeros(6)  # loss, recon, kl, MI, TC, dim-wise KL
-        for i, idx in enumerate(minibatches(len(x), cfg.batch_size, rng)):
-            kl_weight = cfg.kl_weight(epoch + i / n_batches)
-            rows = torch.from_numpy(idx).to(device)
-            out = train_step(module, opt, xt[rows], ct[rows], kl_weight, cfg, len(x))
-            sums += len(idx) * np.array([float(out.loss.detach()), float(out.reconstruction),
-                                         float(out.kl), *_kl_terms(out)])
-        seconds = time.perf_counter() - t0
+        sums = run_epoch(model, opt, batches(), cfg, epoch, n_batches)
         lr = opt.param_groups[0]["lr"]
         schedule.step()
         module.eval()
-        val, objective = (validation_means(module, x_val, c_val, cfg.beta, cfg.trim_fraction)
-                          if len(x_val) else (None, None))
-        best = stopper.update(objective, module) if objective is not None else False
-        means = (sums / len(x)).tolist()
-        report = EpochReport(epoch + 1, cfg.epochs, *means[:3], val, cfg.kl_weight(epoch + 1),
-                             lr, len(x) / seconds, best,
-                             *(means[3:] if cfg.tc_weights else [None] * 3),
-                             val_objective=objective)
+        val = validate(module, x_val, c_val, cfg.beta, cfg.trim_fraction)
+        report = epoch_report(epoch, cfg, sums, val, lr,
+                              best=stopper.update(val.mean_objective, module))
         history.append(report)
         if progress:
             progress(report)

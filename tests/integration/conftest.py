@@ -3,7 +3,6 @@ server started here when one is installed, else SQLite) and one local Ray per se
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,13 +13,18 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.integration.jobs import free_port
+
+HERE = Path(__file__).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration/ is `integration` (a conftest's pytestmark would
+    not be applied), so that `pytest -m "not integration"` deselects them all. This hook
+    sees the whole session's items: only those below this folder are marked."""
+    for item in items:
+        if Path(str(item.path)).is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
 
 
 def _postgres_bin() -> Path | None:
@@ -49,7 +53,7 @@ def postgres_uri():
     if os.geteuid() == 0:  # the server refuses to run as root
         shutil.chown(data, "postgres")
         as_postgres = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
 
     def run(*cmd) -> None:
         subprocess.run([*as_postgres, *map(str, cmd)], check=True, capture_output=True)
@@ -67,7 +71,7 @@ def postgres_uri():
 def mlflow_server(tmp_path_factory, postgres_uri):
     """`mlflow server` with served artifacts (clients see mlflow-artifacts: URIs)."""
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(

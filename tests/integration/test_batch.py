@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import registry
-from pipelines.batch import SUCCESS, BatchJob, run
-from pipelines.cli import main
+from pipelines.batch import SUCCESS, EmbedJob, GenerateJob, ScoreJob, run
 from pipelines.train import train
-from tests.integration.test_training import job
+from tests.integration.jobs import job
+from vae_cli import main
 from vae_core import DataError, SchemaError, TabularVAE
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def read_output(path: Path) -> pa.Table:
 def test_score_equals_in_process_with_ids_kept(model, with_ids, scoring_input,
                                                          tmp_path):
     out = tmp_path / "scores"
-    outcome = run(BatchJob("score", CHAMPION, str(out), str(scoring_input), seed=3,
+    outcome = run(ScoreJob(model=CHAMPION, output=str(out), input=str(scoring_input), seed=3,
                            batch_rows=1000, top_k=2))
     got = read_output(out)
     expected = model.score(with_ids, seed=3, top_k=2)
@@ -88,7 +88,8 @@ def test_embed_equals_in_process_without_id_columns(
     rows = with_ids.drop_columns(["person_id"]).slice(0, 3000)
     pq.write_table(rows, src, row_group_size=1100)
     out = tmp_path / "z"
-    run(BatchJob("embed", CHAMPION, str(out), str(src), return_std=True, batch_rows=512))
+    run(EmbedJob(model=CHAMPION, output=str(out), input=str(src), return_std=True,
+                 batch_rows=512))
     got = read_output(out)
     mu, sigma = model.embed(rows, return_std=True)
     assert got.num_rows == 3000
@@ -100,20 +101,20 @@ def test_embed_equals_in_process_without_id_columns(
 
 def test_generate_equals_in_process_sampling_and_honours_conditions(model, with_ids, tmp_path):
     n = 70_000  # two generate tasks
-    run(BatchJob("generate", CHAMPION, str(tmp_path / "g"), n=n, seed=4))
+    run(GenerateJob(model=CHAMPION, output=str(tmp_path / "g"), n=n, seed=4))
     got = read_output(tmp_path / "g")
     assert got.equals(model.sample(n, seed=4))  # reproducible: a seed gives these rows
 
-    run(BatchJob("generate", CHAMPION, str(tmp_path / "rich"), n=5000, seed=4,
-                 conditions={"income": ">50K"}))
+    run(GenerateJob(model=CHAMPION, output=str(tmp_path / "rich"), n=5000, seed=4,
+                    conditions={"income": ">50K"}))
     rich = read_output(tmp_path / "rich")
     assert rich.column("income").unique().to_pylist() == [">50K"]
     assert rich.equals(model.sample(5000, conditions={"income": ">50K"}, seed=4))
 
     conditions = with_ids.select(["income"]).slice(0, 3000)  # one output row per input row
     pq.write_table(conditions, tmp_path / "conditions.parquet", row_group_size=900)
-    run(BatchJob("generate", CHAMPION, str(tmp_path / "per-row"),
-                 str(tmp_path / "conditions.parquet"), seed=6, batch_rows=700))
+    run(GenerateJob(model=CHAMPION, output=str(tmp_path / "per-row"),
+                    input=str(tmp_path / "conditions.parquet"), seed=6, batch_rows=700))
     per_row = read_output(tmp_path / "per-row")
     assert per_row.column("income").equals(conditions.column("income"))
     assert per_row.equals(model.sample(3000, conditions=conditions, seed=6))
@@ -190,10 +191,11 @@ def test_a_bad_row_found_by_a_worker_names_the_file_and_keeps_the_old_output(
     bad = table.slice(2000).set_column(table.schema.get_field_index("age"), "age", pa.array(ages))
     pq.write_table(bad, src / "b.parquet")
     out = tmp_path / "out"
-    run(BatchJob("score", CHAMPION, str(out), str(src / "a.parquet")))
+    run(ScoreJob(model=CHAMPION, output=str(out), input=str(src / "a.parquet")))
     before = read_output(out)
     with pytest.raises(DataError, match=r"b\.parquet \(rows .*column 'age': 1 value\(s\) are NaN"):
-        run(BatchJob("score", CHAMPION, str(out), str(src), overwrite=True, batch_rows=4096))
+        run(ScoreJob(model=CHAMPION, output=str(out), input=str(src), overwrite=True,
+                     batch_rows=4096))
     assert read_output(out).equals(before)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
 
@@ -202,7 +204,7 @@ def test_a_bad_row_found_by_a_worker_names_the_file_and_keeps_the_old_output(
     data[200:4200] = os.urandom(4000)
     corrupt.write_bytes(bytes(data))
     with pytest.raises((DataError, SchemaError), match=r"b\.parquet"):
-        run(BatchJob("score", CHAMPION, str(out), str(src), overwrite=True))
+        run(ScoreJob(model=CHAMPION, output=str(out), input=str(src), overwrite=True))
     assert read_output(out).equals(before)
 
 
@@ -241,14 +243,16 @@ def test_a_hierarchical_model_trained_on_ray_train_runs_every_batch_job(
     assert ladder.module.autoregression is not None
     assert ladder.transformer.encoders["age"].qmap.to_dict()["kind"] == "standard"
 
-    run(BatchJob("score", uri, str(tmp_path / "s"), str(scoring_input), seed=1, batch_rows=1000))
+    run(ScoreJob(model=uri, output=str(tmp_path / "s"), input=str(scoring_input), seed=1,
+                 batch_rows=1000))
     got, expected = read_output(tmp_path / "s"), ladder.score(with_ids, seed=1)
     np.testing.assert_allclose(got.column("log_px").to_numpy(),
                                expected.column("log_px").to_numpy(), rtol=1e-5, atol=1e-4)
-    run(BatchJob("embed", uri, str(tmp_path / "z"), str(scoring_input), batch_rows=1000))
+    run(EmbedJob(model=uri, output=str(tmp_path / "z"), input=str(scoring_input),
+                 batch_rows=1000))
     z = read_output(tmp_path / "z")
     assert [n for n in z.column_names if n.startswith("z_")] == ["z_0", "z_1", "z_2"]
     np.testing.assert_allclose(np.stack([z.column(f"z_{i}").to_numpy() for i in range(3)], 1),
                                ladder.embed(with_ids), rtol=1e-5, atol=1e-6)
-    run(BatchJob("generate", uri, str(tmp_path / "g"), n=3000, seed=2))
+    run(GenerateJob(model=uri, output=str(tmp_path / "g"), n=3000, seed=2))
     assert read_output(tmp_path / "g").equals(ladder.sample(3000, seed=2))

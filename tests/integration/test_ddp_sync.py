@@ -1,8 +1,9 @@
 """DDP must all-reduce gradients: two ranks on different data end with identical weights.
 
-The training loss lives in VAEModule.forward and train_step calls ``model(...)``; calling a
-method on ``ddp.module`` instead would bypass DistributedDataParallel.forward and let each
-rank train alone, silently. The bypass is run here too, to show the check can fail.
+The training loss is TrainingModule.forward (the VAE module with its objective) and
+train_step calls ``model(...)``; calling the bare TrainingModule (``ddp.module``) instead
+would bypass DistributedDataParallel.forward and let each rank train alone, silently. The
+bypass is run here too, to show the check can fail.
 """
 
 import json
@@ -19,9 +20,10 @@ def _loop(cfg: dict) -> None:
     import torch
 
     from vae_core.config import TrainConfig
-    from vae_core.module import VAEModule
+    from vae_core.data.transform import Span
+    from vae_core.nn import VAEModule
+    from vae_core.objectives import TrainingModule, objective_for
     from vae_core.training import make_optimizer, train_step
-    from vae_core.transform import Span
 
     rank = ray.train.get_context().get_world_rank()
     # a numeric column [z_low, z_high, missing], then a categorical one of 5 slots
@@ -36,14 +38,15 @@ def _loop(cfg: dict) -> None:
     for path in ("through_ddp", "bypassing_ddp"):
         torch.manual_seed(0)  # identical initial weights on every rank
         module = VAEModule(spans, x_dim=8, latent_dim=2, hidden=(16,))
-        model = ray.train.torch.prepare_model(module)
+        training = TrainingModule(module, objective_for(cfg_train))
+        model = ray.train.torch.prepare_model(training)
         opt, _ = make_optimizer(module, cfg_train)
         for _ in range(5):
             torch.manual_seed(rank)
             if path == "through_ddp":
-                train_step(model, opt, x, c, 1.0, cfg_train)
+                train_step(model, opt, x, c, 1.0, cfg_train.grad_clip)
             else:
-                train_step(module, opt, x, c, 1.0, cfg_train)  # the silent bug
+                train_step(training, opt, x, c, 1.0, cfg_train.grad_clip)  # the silent bug
         sums[path] = float(sum(p.double().sum() for p in module.parameters()))
     Path(cfg["out"], f"rank{rank}.json").write_text(json.dumps(sums))
     ray.train.report({})

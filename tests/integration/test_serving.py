@@ -17,9 +17,8 @@ import pytest
 from pipelines import registry
 from pipelines.train import train
 from serving.codecs import ARROW_STREAM, table_from_arrow, table_to_arrow
-from tests.integration.conftest import _free_port
-from tests.integration.test_training import job
-from tests.test_serving_app import BAD_GENERATE_REQUESTS, BAD_SCORE_REQUESTS, LIMITS
+from tests.integration.jobs import free_port, job
+from tests.serving_cases import BAD_GENERATE_REQUESTS, BAD_SCORE_REQUESTS, LIMITS
 from vae_core import TabularVAE
 
 pytestmark = pytest.mark.integration
@@ -55,7 +54,7 @@ def server(versions, mlflow_server):
 
     from serving.deployment import deploy
 
-    port = _free_port()
+    port = free_port()
     deploy(config_for("1", port, mlflow_server))
     yield {"url": f"http://127.0.0.1:{port}", "port": port}
     serve.shutdown()

@@ -16,15 +16,10 @@ import pytest
 
 from pipelines.job_config import ConfigError, load_job_config
 from pipelines.train import train
+from tests.integration.jobs import job
 from vae_core import DataError, SchemaError, TabularVAE
 
 pytestmark = pytest.mark.integration
-
-
-def job(data, **overrides):
-    base = {"data": str(data), "model_name": "adult-it", "epochs": 3, "batch_size": 256,
-            "columns": {"income": "condition"}}
-    return load_job_config(None, {**base, **overrides})
 
 
 FRESH_PROCESS_SCORE = """

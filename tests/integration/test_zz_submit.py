@@ -6,7 +6,6 @@ process group (never `ray stop`, which would also stop the session's Ray).
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.jobs import free_port
+
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -33,13 +28,13 @@ def ray_head(tmp_path):
     # The session's Ray is done by now (this module runs last); on 2 cores its idle workers
     # slowed the head's job agent past two minutes.
     ray.shutdown()
-    dashboard = _free_port()
+    dashboard = free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(_free_port()), "--dashboard-host", "127.0.0.1",
+         "--port", str(free_port()), "--dashboard-host", "127.0.0.1",
          "--dashboard-port", str(dashboard), "--num-cpus", "4", "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"

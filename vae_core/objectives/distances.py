@@ -5,6 +5,7 @@ the training loss, so that Euclidean distance in the embedding follows distance 
 The likelihood alone does not ask for that: a VAE's code is close to whitened (the prior is
 N(0, I)), so a direction of little variance in the data weighs as much in the embedding as one
 of much variance, and neighbours in the embedding need not be neighbours in the table.
+``WithDistanceStress`` adds the term to another objective.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import math
 import torch
 from torch.nn import functional
 
-from vae_core.transform import Span
+from vae_core.data.transform import Span
+from vae_core.nn.latent import LatentVariableModule
+from vae_core.objectives.loss import LossOutput, Objective
 
 
 def encoded_distance_scale(spans: list[Span]) -> torch.Tensor:
@@ -40,3 +43,21 @@ def distance_stress(codes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     tiny = torch.finfo(torch.float32).tiny
     return ((d_codes / d_codes.mean().clamp_min(tiny)
              - d_rows / d_rows.mean().clamp_min(tiny)) ** 2).mean()
+
+
+class WithDistanceStress:
+    """``objective`` + ``weight`` · the distance stress between the batch's rows (encoded,
+    in PCA's units) and its posterior means. It changes the loss only; the reported terms
+    are ``objective``'s."""
+
+    def __init__(self, objective: Objective, weight: float) -> None:
+        self.objective, self.weight = objective, weight
+        self._scale: torch.Tensor | None = None  # encoded_distance_scale of the module's spans
+
+    def __call__(self, module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor,
+                 kl_weight: float = 1.0) -> LossOutput:
+        out = self.objective(module, x, c, kl_weight)
+        if self._scale is None or self._scale.device != x.device:
+            self._scale = encoded_distance_scale(module.likelihood.spans).to(x.device)
+        stress = distance_stress(module.posterior(x, c).loc, x * self._scale)
+        return out._replace(loss=out.loss + self.weight * stress)

@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vae_core.arrow_values import binary_values, label_values, numeric_values
+from vae_core.data.arrow_values import binary_values, label_values, numeric_values
+from vae_core.data.schema import Kind, TableSchema
 from vae_core.errors import DataError, SchemaError
-from vae_core.schema import Kind, TableSchema
 
 MAX_TRACKED_CATEGORIES = 100_000
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vae_core.statistics import ColumnStatistics
+from vae_core.data.statistics import ColumnStatistics
 
 
 @dataclass(frozen=True)

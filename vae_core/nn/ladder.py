@@ -29,23 +29,15 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from vae_core.module import (
-    LOGVAR_MAX,
-    LOGVAR_MIN,
-    ColumnLikelihood,
-    LatentVariableModule,
-    mlp,
-)
-from vae_core.transform import Span
-
-
-def gaussian_head(h: torch.Tensor) -> Normal:
-    """N(μ, σ²) from a layer's output [..., 2d] = (μ, log σ²); float32 even under autocast."""
-    mu, logvar = h.float().chunk(2, -1)
-    return Normal(mu, (0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)).exp())
+from vae_core.data.transform import Span
+from vae_core.nn.blocks import gaussian_head, mlp, standard_normal
+from vae_core.nn.latent import LatentVariableModule
+from vae_core.nn.likelihood import ColumnLikelihood
 
 
 class LadderVAEModule(LatentVariableModule):
+    """z₂ → z₁ → x, with bottom-up then top-down inference."""
+
     def __init__(self, spans: list[Span], x_dim: int, c_dim: int = 0, latent_dim: int = 8,
                  top_latent_dim: int = 4, hidden: tuple[int, ...] = (256, 256),
                  min_scale: float = 0.01, autoregressive: bool = False,
@@ -66,9 +58,7 @@ class LadderVAEModule(LatentVariableModule):
         # generative
         self.conditional_prior_net = nn.Sequential(mlp([top_latent_dim, width]),
                                                    nn.Linear(width, 2 * latent_dim))
-        self.decoder = mlp([latent_dim + top_latent_dim + c_dim, *reversed(hidden)])
-        self.likelihood_head = nn.Linear(hidden[0], self.likelihood.out_dim)
-        self._set_decoder_autoregression(autoregressive, hidden[0])
+        self._build_decoder(latent_dim + top_latent_dim + c_dim, hidden, autoregressive)
 
     # -- the pieces ----------------------------------------------------------------------
     def bottom_up(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, Normal]:
@@ -96,9 +86,8 @@ class LadderVAEModule(LatentVariableModule):
         return torch.cat([q1.loc, q2.loc], -1)
 
     def top_prior(self, like: torch.Tensor) -> Normal:
-        zero = torch.zeros(*like.shape[:-1], self.top_latent_dim, device=like.device,
-                           dtype=like.dtype)
-        return Normal(zero, torch.ones_like(zero))
+        """p(z₂) = N(0, I), with ``like``'s leading shape."""
+        return standard_normal(like, self.top_latent_dim)
 
     def conditional_prior(self, z2: torch.Tensor) -> Normal:
         """p(z₁ | z₂)."""

@@ -22,11 +22,12 @@ from torch import nn
 
 
 class MaskedLinear(nn.Linear):
-    """A linear layer whose weight is multiplied by a fixed 0/1 mask [out, in]."""
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask [out, in]; the mask is
+    derived from the columns, so it is not saved (``persistent=False``)."""
 
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__(mask.shape[1], mask.shape[0])
-        self.register_buffer("mask", mask.float())
+        self.register_buffer("mask", mask.float(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x, self.weight * self.mask, self.bias)

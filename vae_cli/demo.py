@@ -20,23 +20,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from pipelines.progress import epoch_line
 from vae_core import TabularVAE
 from vae_core.datasets import adult_path, load_adult
-from vae_core.training import EpochReport
 
 
-def _print_epoch(r: EpochReport) -> None:
-    val = f"{r.val_elbo:8.3f}" if r.val_elbo is not None else "     n/a"
-    print(f"  epoch {r.epoch:3d}/{r.epochs}  loss {r.train_loss:8.3f}  KL {r.train_kl:6.2f}  "
-          f"val ELBO {val}  {r.rows_per_second:8.0f} rows/s{'  *' if r.best else ''}",
-          flush=True)
+def _print_epoch(report) -> None:  # a vae_core EpochReport
+    print("  " + epoch_line(report.to_dict()), flush=True)
 
 
-def run(out: Path, epochs: int) -> None:
+def run(out: Path, epochs: int, log_file: Path | None = None) -> None:
     torch.set_num_threads(1)  # see README: one thread per process is fastest for this model
     train, test = load_adult("train"), load_adult("test")
     print(f"1. fit on {adult_path('train')} ({train.num_rows} rows, {train.num_columns} columns),"
-          " conditional on income")
+          " conditional on income" + (f" (Ray and MLflow logs: {log_file})" if log_file else ""))
     t0 = time.perf_counter()
     vae = TabularVAE(epochs=epochs, columns={"income": "condition"}, seed=0)
     vae.fit(train, progress=_print_epoch)
@@ -73,7 +70,7 @@ def run(out: Path, epochs: int) -> None:
 
 
 def run_job(epochs: int) -> None:
-    from pipelines import registry
+    import model_refs
     from pipelines.job_config import load_job_config
     from pipelines.train import train
 
@@ -81,7 +78,7 @@ def run_job(epochs: int) -> None:
                                  "epochs": epochs, "columns": {"income": "condition"}})
     print(f"6. training job: Ray Train over {job.data}, logged to MLflow")
     outcome = train(job, log=lambda s: print("  ", s, flush=True), progress=True)
-    folder = registry.model_folder("models:/adult-demo@champion")
+    folder = model_refs.model_folder("models:/adult-demo@champion")
     champion = TabularVAE.load(folder)
     scores = champion.score(load_adult("test").slice(0, 5))
     print("7. loaded models:/adult-demo@champion from the registry; scores of 5 test rows: "
@@ -91,22 +88,22 @@ def run_job(epochs: int) -> None:
 
 
 def run_batch() -> None:
-    from pipelines.batch import BatchJob, run
+    from pipelines.batch import ScoreJob, run
 
     out = "out/demo-scores"
     print(f"8. batch job (Ray Data): vae score --model models:/adult-demo@champion --input "
           f"{adult_path('test')} --output {out}")
-    outcome = run(BatchJob("score", "models:/adult-demo@champion", out, str(adult_path("test")),
-                           overwrite=True), log=lambda s: None)
+    outcome = run(ScoreJob(model="models:/adult-demo@champion", output=out,
+                           input=str(adult_path("test")), overwrite=True), log=lambda s: None)
     print("  ", outcome.summary())
 
 
 def run_serving(port: int = 8000) -> None:
     from ray import serve
 
+    from model_refs import pin_version
     from pipelines import tracking
     from serving import deployment
-    from serving.service import pin_version
 
     uri = "models:/adult-demo@champion"
     version = pin_version(uri)

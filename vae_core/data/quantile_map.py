@@ -10,7 +10,7 @@ function: z = Φ⁻¹(F(x)). Two kinds of values are told apart:
   "Exact" is known from the sketch: a bucket whose smallest and largest value are equal.
   An atom is encoded as its interval [Φ⁻¹(F(x⁻)), Φ⁻¹(F(x))] of z: the width is its mass.
   The likelihood of an atom is then the decoder Gaussian's *probability* of that interval
-  (vae_core.module), not a density at one point, which a model could push to infinity by
+  (vae_core.nn.heads), not a density at one point, which a model could push to infinity by
   predicting the value exactly.
 * **Continuous values** are encoded as a point (low = high): between knots the map is
   linear; beyond the outermost knots it continues linearly with slope 1/std, so a value k
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vae_core.statistics import ColumnStatistics
+from vae_core.data.statistics import ColumnStatistics
 
 CDF_FLOOR = 1e-12  # F kept off 0 and 1 so that interval ends stay finite (JSON-storable)
 

@@ -1,0 +1,143 @@
+"""What each `vae` command does: a thin layer over pipelines (jobs) and serving (the Serve
+app). Heavy imports happen inside the commands, so each pays only for what it uses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+
+from vae_cli.job_flags import job_from_args
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def demo(args: argparse.Namespace) -> None:
+    from pipelines import logs
+    from vae_cli import demo as steps
+
+    log_file = logs.attach(logs.beside(str(args.out)))
+    steps.run(args.out, args.epochs, log_file)
+    if not args.library_only:
+        steps.run_job(args.epochs)
+        steps.run_serving()
+
+
+def train(args: argparse.Namespace) -> None:
+    from pipelines.train import train as run
+
+    run(job_from_args(args), log=say, progress=True)
+
+
+def submit(args: argparse.Namespace) -> None:
+    from pipelines import submit as jobs_api
+
+    job = job_from_args(args)
+    address = job.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise ValueError("vae submit needs --address http://HEAD:8265 (or RAY_ADDRESS)")
+    say(jobs_api.submit(job, address))
+
+
+def schedule(args: argparse.Namespace) -> None:
+    from pipelines import schedule as cron
+
+    job = job_from_args(args, ignore=("cron", "name", "image"))
+    options = {"cron": args.cron, "name": args.name, "address": job.address}
+    print(cron.render(job, **options, **({"image": args.image} if args.image else {})),
+          end="", flush=True)
+
+
+def jobs(args: argparse.Namespace) -> None:
+    from pipelines import submit as jobs_api
+
+    if not args.address:
+        raise ValueError("vae jobs needs --address http://HEAD:8265 (or RAY_ADDRESS)")
+    action = {"status": jobs_api.status, "logs": jobs_api.logs, "stop": jobs_api.stop}
+    say(str(action[args.action](args.address, args.job_id)))
+
+
+def batch(args: argparse.Namespace) -> None:
+    from pipelines.batch import job_for, run
+
+    conditions = {}
+    for item in getattr(args, "condition", []):
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--condition {item!r}: expected COL=VALUE")
+        conditions[name] = value
+    common = {"model": args.model, "output": args.output, "input": args.input,
+              "seed": args.seed, "overwrite": args.overwrite, "actors": args.actors,
+              "gpus_per_actor": args.gpus_per_actor, "batch_rows": args.batch_rows,
+              "address": args.address}
+    own = {"score": {"iwae_samples": getattr(args, "iwae_samples", None),
+                     "top_k": getattr(args, "top_k", 3)},
+           "embed": {"return_std": getattr(args, "return_std", False)},
+           "generate": {"n": getattr(args, "n", None), "conditions": conditions}}
+    run(job_for(args.command, **common, **own[args.command]), log=say)
+
+
+def models(args: argparse.Namespace) -> None:
+    from pipelines import registry, tracking
+
+    tracking.use()
+    if args.action == "promote":
+        registry.promote(args.name, args.version)
+        say(f"{args.name} v{args.version} is now @champion")
+        return
+    rows = registry.list_versions(args.name)
+    if args.json:
+        say(json.dumps(rows, indent=1))
+        return
+    say(f"{'name':24} {'version':>7}  {'aliases':22} {'held-out log p(x)':>18}")
+    for r in rows:
+        say(f"{r['name']:24} {r['version']:>7}  {','.join(r['aliases']) or '-':22} "
+            f"{r['val_log_px'] or '-':>18}")
+
+
+def serve(args: argparse.Namespace) -> None:
+    import model_refs
+    from pipelines import logs, ray_runtime, tracking
+    from serving import deployment
+    from vae_core import TabularVAE
+
+    ref, extra = model_refs.parse(args.model), {}
+    model_uri = args.model
+    if ref.local:
+        model_uri = str(model_refs.local_path(args.model).resolve())  # replicas run elsewhere
+    else:
+        extra["tracking_uri"] = tracking.use()
+    # Fail here, in one line, rather than in a replica: unknown model, alias or folder.
+    resolved = model_refs.resolve(model_uri)
+    TabularVAE.load(resolved.folder)
+    config = deployment.serve_config(
+        model_uri, resolved.version, args.host, args.port, args.replicas,
+        args.gpus_per_replica, token=os.environ.get("VAE_SERVE_TOKEN"),
+        max_batch_rows=args.max_batch_rows, batch_wait_timeout_s=args.batch_wait_ms / 1000,
+        **extra)
+    log_file = logs.attach(logs.in_logs_folder(f"serve-{args.port}"))
+    where = f"; logs: {log_file}" if log_file else ""
+    ray_runtime.init(args.address or ("auto" if args.reload else None))
+    deployment.deploy(config)
+    served = model_uri + (f" (version {resolved.version})" if resolved.version else "")
+    if args.reload:
+        say(f"reloaded: now serving {served}{where}")
+        return
+    say(f"serving {served} at http://{args.host}:{args.port} (OpenAPI: /docs); Ctrl-C "
+        f"stops{where}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve as ray_serve
+
+        ray_serve.shutdown()
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "demo": demo, "train": train, "submit": submit, "schedule": schedule, "jobs": jobs,
+    "serve": serve, "embed": batch, "score": batch, "generate": batch, "models": models}
