@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 TVAE_EPOCHS ?= 300
 TRAIN_ROWS ?= 1000000
 
-.PHONY: demo test lint bench bench-variants clean
+.PHONY: demo test test-fast lint bench bench-variants clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The inner loop: the unit tests of vae_core, serving and the CLI, no Ray or MLflow started.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not integration"
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,bench]"
