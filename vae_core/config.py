@@ -20,6 +20,11 @@ def _from_dict(cls, d: Mapping, what: str):
     return cls(**kwargs)
 
 
+def _one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key} '{value}' is not one of {', '.join(choices)}")
+
+
 def _field(default, help: str):
     """A field with its help text (read by the CLI's flag builder, with the default)."""
     return field(default=default, metadata={"help": help})
@@ -63,14 +68,9 @@ class ModelConfig:
             raise ValueError(f"latent_layers must be 1 or 2, not {self.latent_layers}")
         if self.latent_dim < 1 or self.top_latent_dim < 1:
             raise ValueError("latent_dim and top_latent_dim must be ≥ 1")
-        if self.numeric_transform not in NUMERIC_TRANSFORMS:
-            raise ValueError(f"numeric_transform '{self.numeric_transform}' is not one of "
-                             f"{', '.join(NUMERIC_TRANSFORMS)}")
-        if self.decoder_scale not in DECODER_SCALES:
-            raise ValueError(f"decoder_scale '{self.decoder_scale}' is not one of "
-                             f"{', '.join(DECODER_SCALES)}")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder '{self.decoder}' is not one of {', '.join(DECODERS)}")
+        _one_of("numeric_transform", self.numeric_transform, NUMERIC_TRANSFORMS)
+        _one_of("decoder_scale", self.decoder_scale, DECODER_SCALES)
+        _one_of("decoder", self.decoder, DECODERS)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -125,9 +125,7 @@ class TrainConfig:
                                "(stratified) or mws")
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective '{self.objective}' is not one of "
-                             f"{', '.join(OBJECTIVES)}")
+        _one_of("objective", self.objective, OBJECTIVES)
         if not 0.0 <= self.trim_fraction < 0.5:
             raise ValueError(f"trim_fraction must be in [0, 0.5), not {self.trim_fraction}")
         if not 0.0 <= self.distance_weight < math.inf:
