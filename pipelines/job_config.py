@@ -3,6 +3,7 @@
     data: data/train.parquet            # file, folder, glob, or any pyarrow URI (s3://…)
     model_name: adult-vae               # registered model name in MLflow
     columns: {income: condition}        # schema overrides (see README, column kinds)
+    preset: anomaly                     # synthesis | anomaly | embedding (vae_core.presets)
     model: {latent_dim: 8}              # any ModelConfig field
     train: {epochs: 30, beta: 1.0}      # any TrainConfig field
     workers: 0                          # 0 = Ray Train local mode (one process, no DDP)
@@ -10,7 +11,9 @@
 The CLI (vae_cli.job_flags) makes every key a flag, with the field's help and default:
 ``--data``, ``--model-name``, ``--workers``, ... for the top-level keys, ``--latent-dim``,
 ``--epochs``, ... for model/train fields, ``--column NAME=KIND`` (repeatable); a flag
-overrides the file. An unknown key is an error, not a silent no-op.
+overrides the file. An unknown key is an error, not a silent no-op. A preset fills the
+model/train keys that neither the file nor a flag set (``set_keys``), once the job's
+statistics pass has seen the table's shape (pipelines.train).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import yaml
 
 from vae_core import ModelConfig, TrainConfig
 from vae_core.config import check_compatible
+from vae_core.presets import PRESETS
 
 
 class ConfigError(ValueError):
@@ -42,8 +46,13 @@ class JobConfig:
     experiment: str = _field("vae-tables", "MLflow experiment of the run")
     columns: dict[str, str] = field(default_factory=dict, metadata={
         "help": "schema overrides, column name → kind"})
+    preset: str | None = _field(None, "the job the model is for: " + ", ".join(PRESETS)
+                                + "; fills the model and train keys you do not set with "
+                                "that job's measured setting (README, presets)")
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # the model/train keys the file or a flag set: a preset leaves them as they are
+    set_keys: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
     workers: int = _field(0, "Ray Train workers: 0 = local mode (one process, no DDP), N ≥ 1 "
                           "= N workers (DDP when N ≥ 2)")
     use_gpu: bool = _field(False, "one GPU per worker (NCCL)")
@@ -67,13 +76,20 @@ class JobConfig:
                                   "`vae schedule` renders, e.g. '0 3 * * *'")
 
     def to_dict(self) -> dict:
+        """The job as a config file holds it (``vae submit`` and ``vae schedule`` write it
+        for the cluster to read back): with a preset, model/train keep only the keys the
+        job set, so that the preset is resolved there for the table it reads."""
         d = asdict(self)
         d["model"], d["train"] = self.model.to_dict(), self.train.to_dict()
         d["model"].pop("columns")  # kept once, at the top
+        if self.preset:
+            d["model"] = {k: v for k, v in d["model"].items() if k in self.set_keys}
+            d["train"] = {k: v for k, v in d["train"].items() if k in self.set_keys}
+        d.pop("set_keys")
         return d
 
 
-_TOP = {f.name for f in fields(JobConfig)} - {"model", "train"}
+_TOP = {f.name for f in fields(JobConfig)} - {"model", "train", "set_keys"}
 
 
 def load_job_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None
@@ -115,9 +131,12 @@ def load_job_config(path: str | Path | None = None, overrides: dict[str, Any] | 
         model_cfg = ModelConfig.from_dict({**model, "columns": columns})
         train_cfg = TrainConfig.from_dict(train)
         check_compatible(model_cfg, train_cfg)
-        job = JobConfig(**raw, columns=columns, model=model_cfg, train=train_cfg)
+        job = JobConfig(**raw, columns=columns, model=model_cfg, train=train_cfg,
+                        set_keys=frozenset(model) | frozenset(train))
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from e
+    if job.preset is not None and job.preset not in PRESETS:
+        raise ConfigError(f"preset '{job.preset}' is not one of {', '.join(PRESETS)}")
     if not job.data:
         raise ConfigError("no input data: set 'data' in the config or pass --data")
     if job.workers < 0 or job.promote not in ("auto", "never", "always"):

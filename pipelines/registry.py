@@ -21,12 +21,16 @@ PYFUNC_CODE = Path(__file__).with_name("mlflow_pyfunc.py")
 VAE_CORE_DIR = Path(__file__).resolve().parents[1] / "vae_core"
 CANDIDATE, CHAMPION = "candidate", "champion"
 VAL_LOG_PX_TAG = "val_log_px"
+PRESET_TAG = "preset"  # the job the version was trained for (vae_core.presets), or "none"
 
 
-def log_model(run_id: str, model_dir: Path, name: str, example: pa.Table) -> str:
-    """Log the model folder as a pyfunc model in ``run_id`` and register it; the version."""
+def log_model(run_id: str, model_dir: Path, name: str, example: pa.Table,
+              preset: str | None = None) -> str:
+    """Log the model folder as a pyfunc model in ``run_id`` and register it; the version,
+    tagged with its ``preset``."""
     import mlflow
     from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
 
     frame = example.to_pandas()
     signature = infer_signature(frame, params={"mode": "score", "n": 0, "seed": 0,
@@ -40,7 +44,9 @@ def log_model(run_id: str, model_dir: Path, name: str, example: pa.Table) -> str
             pip_requirements=["torch", "numpy", "pyarrow", "pandas",
                               f"mlflow=={mlflow.__version__}"],
             registered_model_name=name)
-    return str(info.registered_model_version)
+    version = str(info.registered_model_version)
+    MlflowClient().set_model_version_tag(name, version, PRESET_TAG, preset or "none")
+    return version
 
 
 def mean_log_px(folder: Path, rows: pa.Table) -> float:
@@ -110,6 +116,7 @@ def list_versions(name: str | None = None) -> list[dict]:
         for v in client.search_model_versions(f"name='{n}'"):
             rows.append({"name": n, "version": v.version,
                          "aliases": sorted(aliases.get(str(v.version), [])),
-                         "val_log_px": v.tags.get(VAL_LOG_PX_TAG), "run_id": v.run_id,
+                         "val_log_px": v.tags.get(VAL_LOG_PX_TAG),
+                         "preset": v.tags.get(PRESET_TAG), "run_id": v.run_id,
                          "created": v.creation_timestamp})
     return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from pipelines.progress import epoch_line, epoch_lines, tapped
 from pipelines.train_loop import checkpoint_dirs, train_loop
 from vae_core import ColumnTransformer, TabularVAE, infer_schema
 from vae_core.model import CALIBRATION_ROWS
+from vae_core.presets import PresetChoice, TableShape, apply_preset
 from vae_core.training import holdout_mask
 
 RUN_ID_FILE = "mlflow_run_id"
@@ -68,17 +69,28 @@ def _run_name(job: JobConfig, storage: str) -> str:
     return f"{job.model_name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
 
 
-def _mlflow_run(job: JobConfig, experiment_id: str, run_dir: Path | None, run_name: str) -> str:
+def with_preset(job: JobConfig, shape: TableShape) -> tuple[JobConfig, PresetChoice | None]:
+    """The job with its preset filled in for this table's shape (keys the job set win)."""
+    if job.preset is None:
+        return job, None
+    model, train, choice = apply_preset(job.preset, shape, job.model, job.train, job.set_keys)
+    return replace(job, model=model, train=train), choice
+
+
+def _mlflow_run(job: JobConfig, experiment_id: str, run_dir: Path | None, run_name: str,
+                preset: PresetChoice | None) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     if job.resume and run_dir and (run_dir / RUN_ID_FILE).is_file():
         return (run_dir / RUN_ID_FILE).read_text().strip()
     run = client.create_run(experiment_id, run_name=run_name,
-                            tags={"vae.model_name": job.model_name, "vae.data": job.data})
+                            tags={"vae.model_name": job.model_name, "vae.data": job.data,
+                                  "vae.preset": job.preset or "none"})
     flat = {**{k: v for k, v in job.to_dict().items() if k not in ("model", "train")},
             **{f"model.{k}": v for k, v in job.model.to_dict().items() if k != "columns"},
-            **{f"train.{k}": v for k, v in job.train.to_dict().items()}}
+            **{f"train.{k}": v for k, v in job.train.to_dict().items()},
+            **{f"preset.filled.{k}": v for k, v in (preset.filled if preset else {}).items()}}
     for key, value in flat.items():
         client.log_param(run.info.run_id, key, json.dumps(value) if isinstance(
             value, dict | list | tuple) else str(value))
@@ -131,12 +143,15 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
     ray_runtime.init(job.address, log_to_driver=progress)
     ds = dataset.read(source)
     stats = dataset.distributed_statistics(ds, schema)
+    job, preset = with_preset(job, TableShape.of(schema, stats))
+    if preset:
+        log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in preset.filled.items()))
     transformer = ColumnTransformer.fit(schema, stats, job.model.max_categories,
                                         job.model.max_knots, job.model.numeric_transform)
     train_ds, val_ds = dataset.encoded_splits(ds, transformer, job.train.validation_fraction,
                                               job.train.seed, source.rows)
 
-    run_id = _mlflow_run(job, experiment_id, run_dir, run_name)
+    run_id = _mlflow_run(job, experiment_id, run_dir, run_name, preset)
     log(f"run {run_name} (MLflow run {run_id}), {job.workers or 'local-mode'} worker(s)")
 
     scaling = ScalingConfig(num_workers=0) if job.workers == 0 else ScalingConfig(
@@ -155,6 +170,7 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
               "local_checkpoint_root": local_root, "resume_from": resume_from,
               "train": job.train.to_dict(), "torch_threads": job.torch_threads,
               "train_rows": int(source.rows * (1 - job.train.validation_fraction)),
+              "preset": preset.to_dict() if preset else None,
               "tracking_uri": uri, "mlflow_run_id": run_id}
     with contextlib.ExitStack() as stack:
         loop, callbacks = train_loop, []
@@ -196,7 +212,8 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({"final_val_log_px": val_log_px, "final_val_elbo": val_elbo,
                                 "anomaly_threshold": vae.calibration.threshold()})
-        version = registry.log_model(run_id, folder, job.model_name, val_rows.slice(0, 100))
+        version = registry.log_model(run_id, folder, job.model_name, val_rows.slice(0, 100),
+                                     job.preset)
     promotion = registry.promote_if_better(job.model_name, version, val_log_px, val_rows,
                                            job.promote)
     outcome = TrainingOutcome(run_id, run_name, job.model_name, version, promotion.champion,

@@ -26,6 +26,7 @@ from vae_core import ColumnTransformer, ModelConfig, TabularVAE, TrainConfig
 from vae_core.artifact import upgrade_state
 from vae_core.nn import LatentVariableModule, build_module
 from vae_core.objectives import TrainingModule, objective_for
+from vae_core.presets import PresetChoice
 from vae_core.training import (
     EarlyStopping,
     EpochReport,
@@ -113,6 +114,7 @@ def train_loop(cfg: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     transformer = ColumnTransformer.from_dict(cfg["transformer"])
     model_cfg, train_cfg = ModelConfig.from_dict(cfg["model"]), TrainConfig.from_dict(cfg["train"])
+    preset = PresetChoice.from_dict(cfg["preset"]) if cfg.get("preset") else None
     torch.manual_seed(train_cfg.seed)
     module = build_module(transformer, model_cfg)
     # To the device (and DDP when world > 1) before the optimizer and any checkpoint are
@@ -171,7 +173,7 @@ def train_loop(cfg: dict) -> None:
                 best_state = stopper.best_state or module.state_dict()
                 TabularVAE.from_parts(transformer, _module_with(build_module(
                     transformer, model_cfg), best_state), model_cfg, train_cfg,
-                    history=history).save(d)
+                    history=history, preset=preset).save(d)
                 torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(),
                             "schedule": schedule.state_dict(), "epoch": epoch,
                             "best": stopper.best, "stale": stopper.stale,

@@ -56,6 +56,7 @@ class ModelService:
                 "latent_layers": vae.model_config.latent_layers,
                 "decoder": vae.model_config.decoder,
                 "numeric_transform": vae.model_config.numeric_transform,
+                "preset": vae.preset.to_dict() if vae.preset else None,
                 "embedding_dim": vae.embedding_dim,
                 "iwae_samples": vae.train_config.iwae_samples,
                 "thresholds": calibration and calibration["thresholds"],

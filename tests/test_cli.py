@@ -46,6 +46,14 @@ def test_usage_errors_are_one_line_too(capsys):
                    "(see vae score --help)"]
 
 
+def test_an_unknown_preset_is_one_line_listing_the_known_ones(tmp_path, capsys):
+    data = tmp_path / "rows.parquet"
+    data.write_bytes(b"")  # never read: the preset is checked with the config, first
+    assert main(["train", "--data", str(data), "--preset", "anomalies"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["vae: error: preset 'anomalies' is not one of synthesis, anomaly, embedding"]
+
+
 def _commands(parser: argparse.ArgumentParser, prefix: str = "vae"):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

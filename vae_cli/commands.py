@@ -93,10 +93,10 @@ def models(args: argparse.Namespace) -> None:
     if args.json:
         say(json.dumps(rows, indent=1))
         return
-    say(f"{'name':24} {'version':>7}  {'aliases':22} {'held-out log p(x)':>18}")
+    say(f"{'name':24} {'version':>7}  {'aliases':22} {'preset':10} {'held-out log p(x)':>18}")
     for r in rows:
         say(f"{r['name']:24} {r['version']:>7}  {','.join(r['aliases']) or '-':22} "
-            f"{r['val_log_px'] or '-':>18}")
+            f"{r['preset'] or '-':10} {r['val_log_px'] or '-':>18}")
 
 
 def serve(args: argparse.Namespace) -> None:

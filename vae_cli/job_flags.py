@@ -13,7 +13,7 @@ from vae_core import ModelConfig, TrainConfig
 
 _TYPES = {"int": int, "float": float, "float | None": float, "int | None": int}
 _SWITCHES = {"resume", "use_gpu"}
-_NOT_FLAGS = {"model", "train", "columns"}
+_NOT_FLAGS = {"model", "train", "columns", "set_keys"}
 
 
 def with_default(text: str, default: object) -> str:

@@ -158,3 +158,22 @@ def check_compatible(model: ModelConfig, train: TrainConfig) -> None:
     if train.objective == "tcvae" and model.latent_layers != 1:
         raise ValueError("objective 'tcvae' needs latent_layers = 1 (β-TCVAE's split of the KL "
                          "is defined for one layer with a factorised prior)")
+
+
+def split_options(options: Mapping) -> tuple[dict, dict]:
+    """Keyword options (any ModelConfig or TrainConfig field) as (model keys, train keys)."""
+    model_keys = {f.name for f in fields(ModelConfig)}
+    train_keys = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(options) - model_keys - train_keys)
+    if unknown:
+        raise TypeError(f"unknown option '{unknown[0]}'")
+    return ({k: v for k, v in options.items() if k in model_keys},
+            {k: v for k, v in options.items() if k in train_keys})
+
+
+def changed_fields(config: ModelConfig | TrainConfig | None) -> set[str]:
+    """Fields of a config object that differ from their defaults: the keys it sets."""
+    if config is None:
+        return set()
+    default = type(config)()
+    return {f.name for f in fields(config) if getattr(config, f.name) != getattr(default, f.name)}

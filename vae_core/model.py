@@ -5,6 +5,7 @@ in the spirit of scvi-tools' model/module split: this class knows about tables, 
 module only about tensors.
 
     vae = TabularVAE(latent_dim=8, epochs=40, columns={"income": "condition"})
+    vae = TabularVAE(preset="anomaly")         # the measured setting for a job (presets)
     vae.fit("train.parquet")                   # latent_layers=2: hierarchical (ladder) VAE
     z = vae.embed(table)                       # posterior means, [rows, embedding_dim]
     s = vae.score(table)                       # elbo, log_px, percentile, is_anomaly, ...
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +26,20 @@ import torch
 from vae_core.artifact import read_model_folder, write_model_folder
 from vae_core.calibration import Calibration
 from vae_core.conditions import condition_rows
-from vae_core.config import ModelConfig, TrainConfig, check_compatible
+from vae_core.config import (
+    ModelConfig,
+    TrainConfig,
+    changed_fields,
+    check_compatible,
+    split_options,
+)
 from vae_core.data.schema import infer_schema
 from vae_core.data.statistics import TableStatistics
 from vae_core.data.tables import TableLike, as_table
 from vae_core.data.transform import ColumnTransformer, EncodedTable
 from vae_core.errors import DataError, ModelFormatError
 from vae_core.nn import LatentVariableModule, build_module
+from vae_core.presets import PresetChoice, TableShape, apply_preset, check_preset
 from vae_core.row_streams import blockwise, segment_noise
 from vae_core.training import EpochReport, fit_module, holdout_mask
 
@@ -43,26 +50,29 @@ NOISE_BLOCK_ROWS = 256  # IWAE noise is drawn per block of rows (see row_streams
 SAMPLE_BLOCK_ROWS = 1024  # generated rows likewise
 
 
-def _split_kwargs(kwargs: Mapping) -> tuple[dict, dict]:
-    model_keys = {f.name for f in fields(ModelConfig)}
-    train_keys = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(kwargs) - model_keys - train_keys)
-    if unknown:
-        raise TypeError(f"unknown option '{unknown[0]}'")
-    return ({k: v for k, v in kwargs.items() if k in model_keys},
-            {k: v for k, v in kwargs.items() if k in train_keys})
-
-
 class TabularVAE:
     def __init__(self, model_config: ModelConfig | None = None,
-                 train_config: TrainConfig | None = None, **options) -> None:
-        """Options are any field of ModelConfig or TrainConfig, e.g. ``latent_dim=16``."""
-        model_opts, train_opts = _split_kwargs(options)
+                 train_config: TrainConfig | None = None, preset: str | None = None,
+                 **options) -> None:
+        """Options are any field of ModelConfig or TrainConfig, e.g. ``latent_dim=16``.
+
+        ``preset`` ("synthesis", "anomaly", "embedding"; vae_core.presets) fills, at
+        ``fit``, every key the caller did not set: the options given here, and the fields
+        of ``model_config`` / ``train_config`` that differ from their defaults.
+        """
+        model_opts, train_opts = split_options(options)
         self.model_config = ModelConfig.from_dict({**(model_config or ModelConfig()).to_dict(),
                                                    **model_opts})
         self.train_config = TrainConfig.from_dict({**(train_config or TrainConfig()).to_dict(),
                                                    **train_opts})
         check_compatible(self.model_config, self.train_config)
+        self.preset_name = check_preset(preset)
+        # The configs before any preset, and the keys the caller set: a second fit
+        # resolves the preset again, for that table's shape.
+        self._chosen = (self.model_config, self.train_config)
+        self._set_keys = (frozenset(options) | changed_fields(model_config)
+                          | changed_fields(train_config))
+        self.preset: PresetChoice | None = None
         self.transformer: ColumnTransformer | None = None
         self.module: LatentVariableModule | None = None
         self.calibration: Calibration | None = None
@@ -72,12 +82,20 @@ class TabularVAE:
     def from_parts(cls, transformer: ColumnTransformer, module: LatentVariableModule,
                    model_config: ModelConfig, train_config: TrainConfig,
                    calibration: Calibration | None = None,
-                   history: list[EpochReport] | None = None) -> TabularVAE:
-        """Assemble a model trained elsewhere (e.g. by a Ray Train worker)."""
+                   history: list[EpochReport] | None = None,
+                   preset: PresetChoice | None = None) -> TabularVAE:
+        """Assemble a model trained elsewhere (e.g. by a Ray Train worker); ``preset``: the
+        choice the configs were resolved with (already applied to them)."""
         vae = cls(model_config, train_config)
         vae.transformer, vae.module = transformer, module
         vae.calibration, vae.history = calibration, list(history or [])
+        vae.preset, vae.preset_name = preset, preset.name if preset else None
         return vae
+
+    def _apply_preset(self, shape: TableShape) -> None:
+        """Resolve the preset for this table's shape over the configs the caller chose."""
+        self.model_config, self.train_config, self.preset = apply_preset(
+            self.preset_name, shape, *self._chosen, self._set_keys)
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, data: TableLike, progress: Callable[[EpochReport], None] | None = None,
@@ -91,6 +109,8 @@ class TabularVAE:
             raise DataError("the table is empty: no rows to fit on")
         schema = infer_schema(table.schema, self.model_config.columns)
         stats = TableStatistics.of(schema, table)
+        if self.preset_name:
+            self._apply_preset(TableShape.of(schema, stats))
         self.transformer = ColumnTransformer.fit(schema, stats, self.model_config.max_categories,
                                                  self.model_config.max_knots,
                                                  self.model_config.numeric_transform)
@@ -316,6 +336,7 @@ class TabularVAE:
             "train_config": self.train_config.to_dict(),
             "transformer": transformer.to_dict(),
             "calibration": self.calibration.to_dict() if self.calibration else None,
+            "preset": self.preset.to_dict() if self.preset else None,
             "history": [h.to_dict() for h in self.history],
         }
         return write_model_folder(path, meta, module.state_dict())
@@ -332,6 +353,9 @@ class TabularVAE:
             vae.calibration = (Calibration.from_dict(meta["calibration"])
                                if meta.get("calibration") else None)
             vae.history = [EpochReport(**h) for h in meta.get("history", [])]
+            if meta.get("preset"):
+                vae.preset = PresetChoice.from_dict(meta["preset"])
+                vae.preset_name = vae.preset.name
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ModelFormatError(f"{path}: inconsistent model folder ({e})", str(path)) from e
         vae.module.to(device).eval()

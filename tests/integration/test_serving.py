@@ -31,10 +31,11 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def versions(mlflow_server, ray_local, adult_slice, tmp_path_factory):
     """Two registered versions; @champion on v1. {version: in-process TabularVAE}.
-    v2 is a hierarchical VAE with the autoregressive decoder: switching to it changes the
-    model family (and how rows are generated) behind the alias."""
+    v1 is trained with the anomaly preset (its epochs set by the job); v2 is a hierarchical
+    VAE with the autoregressive decoder: switching to it changes the model family (and how
+    rows are generated) behind the alias."""
     with contextlib.chdir(tmp_path_factory.mktemp("serve-train")):
-        train(job(adult_slice, model_name=MODEL, epochs=2))
+        train(job(adult_slice, model_name=MODEL, epochs=2, preset="anomaly"))
         train(job(adult_slice, model_name=MODEL, epochs=3, seed=1, latent_layers=2,
                   top_latent_dim=3, decoder="autoregressive"))
     registry.promote(MODEL, "1")
@@ -107,7 +108,8 @@ def test_http_results_equal_in_process(server, versions, adult_test):
                                rtol=1e-5)
 
     r = post(server, "/v1/embed", json={"rows": rows.slice(0, 5).to_pylist()})
-    np.testing.assert_allclose([[g[f"z_{i}"] for i in range(8)] for g in r.json()["rows"]],
+    d = vae.embedding_dim
+    np.testing.assert_allclose([[g[f"z_{i}"] for i in range(d)] for g in r.json()["rows"]],
                                vae.embed(rows.slice(0, 5)), atol=1e-5)
 
     r = post(server, "/v1/generate", json={"n": 50, "conditions": {"income": ">50K"}, "seed": 3},
@@ -117,6 +119,27 @@ def test_http_results_equal_in_process(server, versions, adult_test):
 
     info = httpx.get(server["url"] + "/v1/model", headers=AUTH).json()
     assert (info["name"], info["version"], info["alias"]) == (MODEL, "1", "champion")
+
+
+def test_the_preset_is_reported_by_the_model_the_registry_and_the_server(server, versions):
+    """v1's job named the anomaly preset and set epochs: the preset filled the rest, and
+    model.json, the registry's version tag and /v1/model all say so."""
+    vae = versions["1"]
+    assert vae.preset.name == "anomaly" and "epochs" not in vae.preset.filled
+    assert vae.train_config.epochs == 2
+    for key, value in vae.preset.filled.items():
+        config = vae.model_config if hasattr(vae.model_config, key) else vae.train_config
+        assert getattr(config, key) == (tuple(value) if isinstance(value, list) else value)
+    info = httpx.get(server["url"] + "/v1/model", headers=AUTH).json()
+    assert info["preset"] == vae.preset.to_dict()
+    listed = {r["version"]: r["preset"] for r in registry.list_versions(MODEL)}
+    assert listed == {"1": "anomaly", "2": "none"}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    run = client.get_run(client.get_model_version(MODEL, "1").run_id)
+    assert run.data.tags["vae.preset"] == "anomaly" and run.data.params["preset"] == "anomaly"
+    assert {f"preset.filled.{k}" for k in vae.preset.filled} <= set(run.data.params)
 
 
 async def _score_concurrently(url: str, requests: list[tuple[list[dict], int]], clients: int):

@@ -1,0 +1,161 @@
+"""Presets: each fills the keys its docstring names, explicit keys win, the choice round-trips
+through save/load, and the shape rules read sizes and kinds only."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from vae_core import ModelConfig, TabularVAE, TrainConfig, infer_schema
+from vae_core.data.statistics import TableStatistics
+from vae_core.presets import (
+    MIN_STEPS,
+    PRESETS,
+    PresetChoice,
+    TableShape,
+    apply_preset,
+    epochs_for_steps,
+    resolve_preset,
+    shares_unit,
+)
+
+
+def small_table(rows: int = 300, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=rows)
+    return pa.table({"a": a, "b": a * 2 + rng.normal(size=rows) * 0.1,
+                     "kind": rng.choice(["x", "y"], rows)})
+
+
+def shape_of(table: pa.Table) -> TableShape:
+    schema = infer_schema(table.schema)
+    return TableShape.of(schema, TableStatistics.of(schema, table))
+
+
+def current(**changes) -> dict:
+    return {**ModelConfig().to_dict(), **TrainConfig().to_dict(), **changes}
+
+
+def test_the_shape_counts_rows_and_kinds():
+    shape = shape_of(small_table(300))
+    assert (shape.rows, shape.numeric_columns, shape.categorical_columns,
+            shape.binary_columns) == (300, 2, 1, 0)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_each_preset_fills_its_keys_unless_set(name):
+    shape = shape_of(small_table())
+    filled = resolve_preset(name, shape, current(), set_keys=()).filled
+    assert filled, f"preset {name} fills nothing"
+    some = next(iter(filled))
+    again = resolve_preset(name, shape, current(), set_keys={some}).filled
+    assert some not in again and set(again) == set(filled) - {some}
+
+
+def test_anomaly_and_synthesis_settings():
+    shape = shape_of(small_table())
+    assert resolve_preset("synthesis", shape, current(), ()).filled == {
+        "decoder": "autoregressive"}
+    anomaly = resolve_preset("anomaly", shape, current(), ()).filled
+    assert anomaly["numeric_transform"] == "standard" and anomaly["trim_fraction"] == 0.2
+
+
+def test_the_anomaly_preset_lets_sigma_vary_by_row_only_with_enough_rows_per_column():
+    shape = shape_of(small_table())  # 300 rows, 3 columns: 100 rows per column
+    few = resolve_preset("anomaly", shape, current(), ()).filled
+    assert (few["decoder_scale"], few["beta"]) == ("column", 8.0)
+    many = TableShape(**{**shape.to_dict(), "rows": 600})  # 200 rows per column
+    local = resolve_preset("anomaly", many, current(), ()).filled
+    assert (local["decoder_scale"], local["beta"]) == ("row", 1.0)
+
+
+def test_embedding_rule_follows_latent_dim_and_unit():
+    shape = shape_of(small_table())
+    low = resolve_preset("embedding", shape, current(latent_dim=2), ()).filled
+    high = resolve_preset("embedding", shape, current(latent_dim=8), ()).filled
+    assert "distance_weight" not in low and high["distance_weight"] > 0
+    assert low["numeric_transform"] == "standard"  # 2 columns do not make a shared unit
+    pooled = TableShape(**{**shape.to_dict(), "shared_unit": True})
+    assert resolve_preset("embedding", pooled, current(), ()).filled[
+        "numeric_transform"] == "pooled"
+
+
+def test_epochs_are_raised_to_a_minimum_of_steps_on_small_tables():
+    assert epochs_for_steps(100_000, 256, 40) == 40  # a large table keeps its epochs
+    small = epochs_for_steps(1000, 256, 40)  # 4 steps an epoch
+    assert small * 4 >= MIN_STEPS or small == 200
+    assert epochs_for_steps(10, 256, 40) == 200  # capped
+
+
+def test_a_shared_unit_is_pixels_not_prices_beside_ages():
+    rng = np.random.default_rng(0)
+    pixels = pa.table({f"p{i}": rng.integers(0, 17, 200) for i in range(16)})
+    mixed = pa.table({**{f"p{i}": rng.integers(0, 17, 200) for i in range(15)},
+                      "price": rng.integers(0, 100_000, 200)})
+    for table, expected in ((pixels, True), (mixed, False), (small_table(), False)):
+        schema = infer_schema(table.schema)
+        assert shares_unit(schema, TableStatistics.of(schema, table)) is expected
+
+
+def test_explicit_config_fields_win_over_the_preset():
+    model, train, choice = apply_preset("anomaly", shape_of(small_table()),
+                                        ModelConfig(), TrainConfig(beta=2.0), {"beta"})
+    assert train.beta == 2.0 and "beta" not in choice.filled
+    assert model.numeric_transform == "standard"
+
+
+def test_an_unknown_preset_is_refused_naming_the_known_ones():
+    with pytest.raises(ValueError, match="preset 'anomalies' is not one of synthesis, anomaly, "
+                                         "embedding"):
+        TabularVAE(preset="anomalies")
+
+
+def test_the_preset_is_applied_at_fit_and_round_trips(tmp_path):
+    vae = TabularVAE(preset="anomaly", beta=2.0, epochs=2, seed=0).fit(small_table())
+    assert vae.train_config.beta == 2.0  # set by the caller
+    assert vae.train_config.trim_fraction == vae.preset.filled["trim_fraction"] > 0
+    assert vae.model_config.numeric_transform == "standard"
+    assert vae.preset.shape.rows == 300
+    loaded = TabularVAE.load(vae.save(tmp_path / "m"))
+    assert loaded.preset == vae.preset and loaded.model_config == vae.model_config
+    assert loaded.train_config == vae.train_config
+
+
+def test_no_preset_keeps_the_defaults(tmp_path):
+    vae = TabularVAE(epochs=1).fit(small_table())
+    assert vae.preset is None and vae.model_config == ModelConfig()
+    assert TabularVAE.load(vae.save(tmp_path / "m")).preset is None
+
+
+def test_a_second_fit_resolves_the_preset_for_the_new_table():
+    vae = TabularVAE(preset="embedding", seed=0)
+    vae.fit(small_table(300))
+    few = vae.train_config.epochs
+    vae.fit(small_table(3000))
+    assert vae.train_config.epochs < few  # fewer epochs reach the steps on more rows
+    assert vae.preset.shape.rows == 3000
+
+
+def test_the_choice_serialises_to_json_types():
+    choice = resolve_preset("embedding", shape_of(small_table()), current(), ())
+    d = choice.to_dict()
+    assert d["filled"]["hidden"] == [512]
+    assert PresetChoice.from_dict(d).shape == choice.shape
+
+
+def test_a_job_with_a_preset_is_written_back_with_only_the_keys_it_set(tmp_path):
+    """vae submit / vae schedule write the job for the cluster to read back: the preset must
+    still fill what the job did not set there."""
+    import yaml
+
+    from pipelines.job_config import load_job_config
+
+    job = load_job_config(None, {"data": "x.parquet", "preset": "anomaly", "epochs": 5})
+    written = job.to_dict()
+    assert written["preset"] == "anomaly" and written["train"] == {"epochs": 5}
+    assert written["model"] == {}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(written))
+    again = load_job_config(path)
+    assert again.set_keys == {"epochs"} and again.train == job.train
+    plain = load_job_config(None, {"data": "x.parquet"}).to_dict()
+    assert plain["train"]["beta"] == 1.0  # without a preset every key is written, as before
