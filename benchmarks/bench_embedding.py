@@ -204,14 +204,17 @@ class Cells:
                       for (t, d, method) in by if method == "PCA" for m in MEASURES]
 
     def summary(self) -> str:
-        reduced = [c for c in self.cells if not c[4]]
-        def count(cells):
+        def count(cells: list) -> str:
             wins = sum(c[3] >= 0 for c in cells)
             worst = min(cells, key=lambda c: c[3])
             return (f"{wins} of {len(cells)} ({wins / len(cells):.0%}) ≥ PCA, the worst "
                     f"{worst[3]:+.4f} ({worst[0]}, d = {worst[1]}, {worst[2]})")
-        return (f"cells with d < columns: {count(reduced)}; all cells: {count(self.cells)}"
-                if reduced else f"all cells: {count(self.cells)}")
+
+        reduced = [c for c in self.cells if not c[4]]
+        parts = [f"cells with d < columns: {count(reduced)}"] if reduced else []
+        parts += [f"of them {m}: {count([c for c in reduced if c[2] == m])}"
+                  for m in MEASURES if any(c[2] == m for c in reduced)]
+        return "; ".join([*parts, f"all cells: {count(self.cells)}"])
 
 
 def render(rows: list[dict], cells: Cells, args: argparse.Namespace, seconds: float) -> str:
