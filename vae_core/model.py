@@ -41,6 +41,7 @@ from vae_core.errors import DataError, ModelFormatError
 from vae_core.nn import LatentVariableModule, build_module
 from vae_core.presets import PresetChoice, TableShape, apply_preset, check_preset
 from vae_core.row_streams import blockwise, segment_noise
+from vae_core.score_table import score_table
 from vae_core.training import EpochReport, fit_module, holdout_mask
 
 INFERENCE_BATCH_ROWS = 8192
@@ -253,27 +254,8 @@ class TabularVAE:
         enc = self._encode(table)
         k = iwae_samples or self.train_config.iwae_samples
         log_px, elbo, nll = self._importance(enc, k, segments or [(len(enc.x), seed)])
-        score = -log_px
-        names = [s.name for s in transformer.feature_spans]
-        top = np.argsort(-nll, axis=1, kind="stable")[:, :min(top_k, len(names))]
-        top_columns = pa.ListArray.from_arrays(
-            pa.array(np.arange(0, top.size + 1, top.shape[1], dtype=np.int32)),
-            pa.array(names).take(pa.array(top.ravel())))
-        columns = {s.name: table.column(s.name) for s in transformer.schema.ids
-                   if s.name in table.schema.names}
-        calib = self.calibration
-        columns |= {
-            "elbo": pa.array(elbo), "log_px": pa.array(log_px), "score": pa.array(score),
-            "percentile": pa.array(calib.percentile(score) if calib
-                                   else np.full(len(score), np.nan)),
-            "is_anomaly": pa.array(score > calib.threshold() if calib
-                                   else np.zeros(len(score), bool)),
-            "top_columns": top_columns,
-            "unseen_categories": pa.array(enc.unseen),
-        }
-        if per_column:
-            columns |= {f"nll_{n}": pa.array(nll[:, i]) for i, n in enumerate(names)}
-        return pa.table(columns)
+        return score_table(transformer, table, log_px, elbo, nll, enc.unseen,
+                           self.calibration, top_k, per_column)
 
     def sample(self, n: int, conditions: TableLike | Mapping | None = None,
                seed: int | None = None, start: int = 0) -> pa.Table:
