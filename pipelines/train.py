@@ -24,6 +24,7 @@ from pipelines.job_config import JobConfig
 from pipelines.progress import epoch_line, epoch_lines, tapped
 from pipelines.train_loop import checkpoint_dirs, train_loop
 from vae_core import ColumnTransformer, TabularVAE, infer_schema
+from vae_core.config import changed_fields
 from vae_core.model import CALIBRATION_ROWS
 from vae_core.presets import PresetChoice, TableShape, apply_preset
 from vae_core.training import holdout_mask
@@ -70,10 +71,12 @@ def _run_name(job: JobConfig, storage: str) -> str:
 
 
 def with_preset(job: JobConfig, shape: TableShape) -> tuple[JobConfig, PresetChoice | None]:
-    """The job with its preset filled in for this table's shape (keys the job set win)."""
+    """The job with its preset filled in for this table's shape. Keys the job set win: those
+    its file or flags named, and (for a JobConfig built in code) fields off their default."""
     if job.preset is None:
         return job, None
-    model, train, choice = apply_preset(job.preset, shape, job.model, job.train, job.set_keys)
+    set_keys = job.set_keys | changed_fields(job.model) | changed_fields(job.train)
+    model, train, choice = apply_preset(job.preset, shape, job.model, job.train, set_keys)
     return replace(job, model=model, train=train), choice
 
 

@@ -159,3 +159,18 @@ def test_a_job_with_a_preset_is_written_back_with_only_the_keys_it_set(tmp_path)
     assert again.set_keys == {"epochs"} and again.train == job.train
     plain = load_job_config(None, {"data": "x.parquet"}).to_dict()
     assert plain["train"]["beta"] == 1.0  # without a preset every key is written, as before
+
+
+def test_the_training_job_fills_the_preset_around_the_keys_it_set():
+    from pipelines.job_config import JobConfig, load_job_config
+    from pipelines.train import with_preset
+
+    shape = shape_of(small_table())  # 100 rows per column: the global anomaly model
+    job, choice = with_preset(load_job_config(None, {"data": "x", "preset": "anomaly",
+                                                     "beta": 1.0}), shape)
+    assert job.train.beta == 1.0 and "beta" not in choice.filled  # set, though the default
+    assert job.model.decoder_scale == "column" == choice.filled["decoder_scale"]
+    built = JobConfig(data="x", preset="anomaly", train=TrainConfig(trim_fraction=0.1))
+    job, choice = with_preset(built, shape)  # a config built in code: its changed fields win
+    assert job.train.trim_fraction == 0.1 and job.train.beta == 8.0
+    assert with_preset(JobConfig(data="x"), shape) == (JobConfig(data="x"), None)
