@@ -1,8 +1,10 @@
 """MLflow pyfunc wrapper of a vae_core model folder ("models from code": nothing pickled).
 
 ``mlflow.pyfunc.load_model("models:/NAME@champion").predict(df, params={"mode": ...})``
-with mode ``score`` (default), ``embed`` or ``generate`` (params ``n``, ``seed``). Serving
-and batch jobs do not go through this wrapper: they load the vae_core folder directly.
+with mode ``score`` (default; params ``iwae_samples``, ``seed``, ``top_k``), ``embed``
+(``return_std``) or ``generate`` (``n``, ``seed``). The served app's ``/invocations`` takes
+the same params and answers the same rows. Serving and batch jobs do not go through this
+wrapper: they load the vae_core folder directly.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ class VAEPyfunc(mlflow.pyfunc.PythonModel):
         if mode == "embed":
             from vae_core.embedding_table import embedding_table
 
-            return embedding_table(self.vae, table).to_pandas()
+            return embedding_table(self.vae, table,
+                                   str(params.get("return_std")).lower() == "true").to_pandas()
         if mode == "score":
             k = params.get("iwae_samples")
             return self.vae.score(table, iwae_samples=int(k) if k else None,
-                                  seed=int(params.get("seed") or 0)).to_pandas()
+                                  seed=int(params.get("seed") or 0),
+                                  top_k=int(params.get("top_k", 3))).to_pandas()
         raise ValueError(f"unknown mode '{mode}' (score, embed, generate)")
 
 

@@ -3,9 +3,12 @@
 Routes (versioned): POST /v1/embed, /v1/score, /v1/generate; GET /v1/model, /healthz;
 OpenAPI at /docs. Bodies are JSON ``{"rows": [...]}`` or an Arrow IPC stream
 (Content-Type ``application/vnd.apache.arrow.stream``); the response uses the request's
-format (for /v1/generate, the Accept header's). Every bad input is a 4xx whose body names
-the problem: ``{"error": "...", "column": "..."}``. With a token configured
-(``VAE_SERVE_TOKEN``), /v1/* require ``Authorization: Bearer <token>``.
+format (for /v1/generate, the Accept header's). MLflow's scoring protocol is a second door
+to the same verbs: POST /invocations, GET /ping and /health (serving/scoring_protocol.py).
+Every bad input is a 4xx whose body names the problem: ``{"error": "...", "column":
+"..."}``, query parameters included (an unknown one too); while no model is loaded, a 503
+with ``Retry-After``. With a token configured (``VAE_SERVE_TOKEN``), /v1/* and /invocations
+require ``Authorization: Bearer <token>``.
 
 The routes reach the model through a ``Backend``: ``DirectBackend`` runs each request on
 its own (tests, notebooks); the Ray Serve deployment batches concurrent requests.
@@ -13,25 +16,33 @@ its own (tests, notebooks); the Ray Serve deployment batches concurrent requests
 
 from __future__ import annotations
 
+import contextlib
 import hmac
-import json
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Annotated, Protocol
 
 import pyarrow as pa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from serving.batching import EmbedRequest, ScoreRequest
 from serving.codecs import (
     ARROW_STREAM,
     RequestError,
+    parse_json,
+    read_body,
     table_from_arrow,
     table_from_records,
     table_to_arrow,
     table_to_json,
 )
-from serving.service import ModelService
+from serving.scoring_protocol import parse_invocation
+from serving.service import Limits, ModelService
+
+# An oversized body is read and dropped up to this many times the limit before its 413.
+DRAIN_FACTOR = 16
+SEED = Query(ge=0, le=2**63 - 1, description="seed of the sampling (IWAE, z)")
 
 
 class Backend(Protocol):
@@ -74,42 +85,63 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, e: RequestError) -> JSONResponse:
-        return JSONResponse({"error": str(e), "column": e.column}, status_code=e.status)
+        return JSONResponse({"error": str(e), "column": e.column}, status_code=e.status,
+                            headers=e.headers)
 
     @app.exception_handler(ValueError)  # vae_core's SchemaError / DataError name the column
     async def _value_error(_: Request, e: ValueError) -> JSONResponse:
         return JSONResponse({"error": str(e), "column": getattr(e, "column", None)},
                             status_code=422)
 
+    @app.exception_handler(RequestValidationError)  # FastAPI's check of query parameters
+    async def _bad_parameter(_: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0]
+        where, name = first["loc"][0], ".".join(str(p) for p in first["loc"][1:])
+        return JSONResponse({"error": f"{where} parameter '{name}': {first['msg']}",
+                             "column": None}, status_code=422)
+
     @app.middleware("http")
     async def _auth_and_size(request: Request, call_next):
         try:  # the exception handlers do not cover middleware
             backend = get_backend()
-        except RequestError as e:
-            return await _request_error(request, e)
-        token = backend.token
+        except RequestError as e:  # no model yet: drain as far as the default limit allows
+            return await _answer_early(request, await _request_error(request, e),
+                                       Limits().max_body_bytes)
+        token, limit = backend.token, backend.service.limits.max_body_bytes
         # Relative to the mount point: under a Serve route prefix the path carries it.
         path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
-        if token and path.startswith("/v1/"):
+        if token and (path.startswith("/v1/") or path == "/invocations"):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})
-        length = request.headers.get("content-length")
-        limit = backend.service.limits.max_body_bytes
-        if length and length.isdigit() and int(length) > limit:
+                return await _answer_early(request, JSONResponse(
+                    {"error": "missing or wrong bearer token"}, status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"}), limit)
+        # A client that waits for "100 Continue" has sent nothing yet: refuse by the header.
+        # Any other oversized body is read first (read_body), or the client sees a reset.
+        length = request.headers.get("content-length", "")
+        if "100-continue" in request.headers.get("expect", "").lower() and \
+                length.isdigit() and int(length) > limit:
             return JSONResponse({"error": f"body of {length} bytes is over the {limit}-byte "
                                           "limit"}, status_code=413)
         return await call_next(request)
 
+    async def _answer_early(request: Request, response: Response, limit: int) -> Response:
+        """``response``, after reading the body the client is sending (see read_body)."""
+        if "100-continue" not in request.headers.get("expect", "").lower():
+            with contextlib.suppress(RequestError):  # past the drain limit: answer anyway
+                await read_body(request.stream(), DRAIN_FACTOR * limit, DRAIN_FACTOR * limit)
+        return response
+
+    async def body_of(request: Request) -> bytes:
+        limit = get_backend().service.limits.max_body_bytes
+        return await read_body(request.stream(), limit, DRAIN_FACTOR * limit)
+
     async def read_table(request: Request) -> tuple[pa.Table, bool]:
         service = get_backend().service
-        body = await request.body()
-        if len(body) > service.limits.max_body_bytes:  # chunked bodies have no length header
-            raise RequestError(413, f"body over the {service.limits.max_body_bytes}-byte limit")
+        body = await body_of(request)
         if request.headers.get("content-type", "").startswith(ARROW_STREAM):
             return table_from_arrow(body, service.limits.max_rows), True
-        payload = _json(body)
+        payload = parse_json(body)
         if not isinstance(payload, dict) or "rows" not in payload:
             raise RequestError(400, "expected a JSON object with 'rows'")
         return table_from_records(payload["rows"], service.schema, service.limits.max_rows), False
@@ -121,21 +153,26 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
 
     @app.post("/v1/score", summary="Anomaly scores: elbo, log_px (IWAE), percentile, "
               "is_anomaly, top_columns")
-    async def score(request: Request, iwae_samples: int | None = None, seed: int = 0,
-                    top_k: int = 3) -> Response:
+    async def score(request: Request,
+                    iwae_samples: Annotated[int | None, Query(ge=1)] = None,
+                    seed: Annotated[int, SEED] = 0,
+                    top_k: Annotated[int, Query(ge=0, le=10_000)] = 3) -> Response:
+        _only_parameters(request, "iwae_samples", "seed", "top_k")
         table, arrow = await read_table(request)
         return respond(await get_backend().score(ScoreRequest(table, iwae_samples, seed, top_k)),
                        arrow)
 
     @app.post("/v1/embed", summary="Posterior means z_0… (and zstd_… with return_std)")
     async def embed(request: Request, return_std: bool = False) -> Response:
+        _only_parameters(request, "return_std")
         table, arrow = await read_table(request)
         return respond(await get_backend().embed(EmbedRequest(table, return_std)), arrow)
 
     @app.post("/v1/generate", summary="Synthetic rows: {\"n\": 100, \"conditions\": {...}, "
               "\"seed\": 0}")
     async def generate(request: Request) -> Response:
-        payload = _json(await request.body())
+        _only_parameters(request)
+        payload = parse_json(await body_of(request))
         if not isinstance(payload, dict) or not isinstance(payload.get("n"), int):
             raise RequestError(400, "expected a JSON object with an integer 'n'")
         unknown = sorted(set(payload) - {"n", "conditions", "seed"})
@@ -145,20 +182,44 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
                                              payload.get("seed"))
         return respond(table, request.headers.get("accept", "").startswith(ARROW_STREAM))
 
+    @app.post("/invocations", summary="MLflow's scoring protocol: dataframe_split, "
+              "dataframe_records, instances, inputs or CSV; params.mode score | embed | "
+              "generate; answers {\"predictions\": [...]}")
+    async def invocations(request: Request) -> Response:
+        _only_parameters(request)
+        backend = get_backend()
+        call = parse_invocation(await body_of(request), request.headers.get("content-type", ""),
+                                backend.service.schema, backend.service.limits.max_rows)
+        options = call.options
+        if call.mode == "score":
+            table = await backend.score(ScoreRequest(
+                call.table, options.get("iwae_samples"), options.get("seed", 0),
+                options.get("top_k", 3)))
+        elif call.mode == "embed":
+            table = await backend.embed(EmbedRequest(call.table, options.get("return_std",
+                                                                             False)))
+        else:
+            table = await backend.generate(options.get("n") or call.rows_sent, None,
+                                           options.get("seed"))
+        return Response(table_to_json(table, key="predictions"), media_type="application/json")
+
     @app.get("/v1/model", summary="Name, version, alias, schema, thresholds, limits")
     async def model() -> dict:
         return get_backend().service.info()
 
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        get_backend().service  # noqa: B018 -- raises while no model is loaded
+    async def health() -> dict:
+        get_backend().service  # noqa: B018 -- a 503 while no model is loaded
         return {"status": "ok"}
+
+    for path in ("/healthz", "/ping", "/health"):  # ours, and MLflow's two names
+        app.add_api_route(path, health, methods=["GET"], summary="200 once a model is loaded")
 
     return app
 
 
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RequestError(400, f"malformed JSON ({e})") from e
+def _only_parameters(request: Request, *known: str) -> None:
+    """A 422 naming a query parameter the route does not take (a typo must not be ignored)."""
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        raise RequestError(422, f"unknown query parameter '{unknown[0]}'"
+                                f" ({', '.join(known) or 'this route takes none'})")

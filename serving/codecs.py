@@ -12,6 +12,7 @@ import datetime as dt
 import itertools
 import json
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pyarrow as pa
@@ -25,15 +26,60 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
 class RequestError(ValueError):
-    """A bad request: ``status`` is the HTTP code (400, 413, 422), the message names the culprit."""
+    """A request that cannot be served: ``status`` is the HTTP code (4xx, or 503 with
+    ``Retry-After``), the message names the culprit; ``headers`` go on the answer."""
 
-    def __init__(self, status: int, message: str, column: str | None = None) -> None:
+    def __init__(self, status: int, message: str, column: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.column = status, column
+        self.status, self.column, self.headers = status, column, headers
+
+
+async def read_body(chunks: AsyncIterator[bytes], limit: int, drain_limit: int) -> bytes:
+    """The body, or a 413 once it is over ``limit`` bytes; at most ``limit`` bytes are held.
+    The rest of an oversized body is read and dropped, up to ``drain_limit`` bytes, before
+    the 413 goes out, so that the client, still sending, can read it (an answer that comes
+    while the client sends may meet a closed connection); past ``drain_limit`` the server
+    is left to deal with the rest."""
+    kept, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size <= limit:
+            kept.append(chunk)
+        elif size > drain_limit:
+            raise RequestError(413, f"body over the {limit}-byte limit (stopped reading at "
+                                    f"{size} bytes)")
+    if size > limit:
+        raise RequestError(413, f"body of {size} bytes is over the {limit}-byte limit")
+    return b"".join(kept)
+
+
+def check_strings(table: pa.Table, max_chars: int) -> None:
+    """A 422 naming the first string column that holds a value over ``max_chars``."""
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        type_ = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        if not (pa.types.is_string(type_) or pa.types.is_large_string(type_)):
+            continue
+        longest = pc.max(pc.utf8_length(column.cast(type_))).as_py()
+        if longest is not None and longest > max_chars:
+            raise RequestError(422, f"column '{name}': a value of {longest} characters is over "
+                                    f"the {max_chars}-character limit", name)
 
 
 def _expected_columns(schema: TableSchema) -> list[str]:
     return [c.name for c in schema.features + schema.conditions]
+
+
+def parse_json(body: bytes, nan_is_null: bool = False) -> Any:
+    """The body as JSON, or a 400 that says why not (nesting too deep included: it must not
+    become a 500). ``nan_is_null``: read ``NaN`` as null, pandas' missing value."""
+    constant = (lambda c: None if c == "NaN" else float(c)) if nan_is_null else None
+    try:
+        return json.loads(body, parse_constant=constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestError(400, f"malformed JSON ({e})") from e
+    except RecursionError as e:
+        raise RequestError(400, "malformed JSON (nested too deeply)") from e
 
 
 def table_from_records(rows: Any, schema: TableSchema, max_rows: int) -> pa.Table:
@@ -125,8 +171,9 @@ def table_to_arrow(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def table_to_json(table: pa.Table) -> bytes:
-    """Records as JSON; timestamps and dates in ISO format; non-finite floats as null."""
+def table_to_json(table: pa.Table, key: str = "rows") -> bytes:
+    """``{key: [records]}`` as JSON; timestamps and dates in ISO format; non-finite floats
+    as null."""
     def default(v: Any) -> Any:
         if isinstance(v, dt.date | dt.datetime):
             return v.isoformat()
@@ -139,4 +186,4 @@ def table_to_json(table: pa.Table) -> bytes:
         columns.append(column.to_pylist())
     names = table.column_names
     rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-    return json.dumps({"rows": rows}, default=default, allow_nan=False).encode()
+    return json.dumps({key: rows}, default=default, allow_nan=False).encode()

@@ -39,7 +39,7 @@ def _backend() -> Backend:
     # a replica they reach its deployment instance through Serve's replica context.
     replica = serve.get_replica_context().servable_object
     if replica.loaded is None:
-        raise RequestError(503, "no model is loaded yet")
+        raise RequestError(503, "no model is loaded yet", headers={"Retry-After": "5"})
     return replica
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 import model_refs
-from serving.codecs import RequestError
+from serving.codecs import RequestError, check_strings
 from vae_core import TabularVAE
 from vae_core.embedding_table import embedding_table
 
@@ -28,6 +28,7 @@ class Limits:
     max_generate: int = 100_000  # n per generate request
     max_body_bytes: int = 64 * 2**20
     max_iwae_samples: int = 1024
+    max_string_chars: int = 10_000  # per value of a text column
 
 
 class ModelService:
@@ -106,6 +107,7 @@ class ModelService:
     def _check_rows(self, table: pa.Table) -> None:
         if table.num_rows > self.limits.max_rows:
             raise RequestError(413, f"too many rows: {table.num_rows} > {self.limits.max_rows}")
+        check_strings(table, self.limits.max_string_chars)
 
     def _check_iwae_samples(self, k: int | None) -> None:
         if k is not None and not 1 <= k <= self.limits.max_iwae_samples:
@@ -124,7 +126,7 @@ def limits_from_env() -> Limits:
     return Limits(int(os.environ.get("VAE_SERVE_MAX_ROWS", d.max_rows)),
                   int(os.environ.get("VAE_SERVE_MAX_GENERATE", d.max_generate)),
                   int(os.environ.get("VAE_SERVE_MAX_BODY_BYTES", d.max_body_bytes)),
-                  d.max_iwae_samples)
+                  d.max_iwae_samples, d.max_string_chars)
 
 
 __all__ = ["Limits", "ModelService", "limits_from_env"]

@@ -9,7 +9,7 @@ import pyarrow as pa
 from serving.codecs import ARROW_STREAM
 from serving.service import Limits
 
-LIMITS = Limits(max_rows=500, max_generate=1000, max_body_bytes=2_000_000)
+LIMITS = Limits(max_rows=500, max_generate=1000, max_body_bytes=2_000_000, max_string_chars=200)
 
 
 def rows(table: pa.Table, n: int) -> list[dict]:
@@ -46,3 +46,54 @@ BAD_GENERATE_REQUESTS = [
 ]
 
 
+
+# Hostile or malformed requests to any route: (method, path, request kwargs, status, words).
+HOSTILE_REQUESTS = [
+    ("post", "/v1/score", lambda t: {"content": b'{"rows": ' + b"[" * 100_000 + b"]" * 100_000
+                                     + b"}", "headers": {"content-type": "application/json"}},
+     400, "nested too deeply"),
+    ("post", "/v1/score?top_k=-1", lambda t: {"json": {"rows": rows(t, 1)}}, 422, "'top_k'"),
+    ("post", "/v1/score?seed=abc", lambda t: {"json": {"rows": rows(t, 1)}}, 422, "'seed'"),
+    ("post", "/v1/score?iwae_samples=0", lambda t: {"json": {"rows": rows(t, 1)}}, 422,
+     "'iwae_samples'"),
+    ("post", "/v1/score?topk=2", lambda t: {"json": {"rows": rows(t, 1)}}, 422,
+     "unknown query parameter 'topk'"),
+    ("post", "/v1/embed?return_std=maybe", lambda t: {"json": {"rows": rows(t, 1)}}, 422,
+     "'return_std'"),
+    ("post", "/v1/generate?n=5", lambda t: {"json": {"n": 5}}, 422, "unknown query parameter"),
+    ("post", "/v1/score", lambda t: {"json": {"rows": with_(rows(t, 2), workclass="w" * 201)}},
+     422, "column 'workclass': a value of 201 characters"),
+    ("post", "/v1/score", lambda t: {"json": {"rows": with_(rows(t, 1), age=[[[1]]])}}, 422,
+     "column 'age'"),
+]
+
+
+def split(t: pa.Table, n: int) -> dict:
+    """Rows as MLflow's clients send a DataFrame: ``DataFrame.to_dict(orient="split")``."""
+    frame = t.slice(0, n).to_pandas()
+    return {"columns": list(frame.columns), "data": frame.values.tolist()}
+
+
+BAD_INVOCATIONS = [
+    (lambda t: {"json": {"params": {"mode": "score"}}}, 400, "exactly one of"),
+    (lambda t: {"json": {"dataframe_split": split(t, 1), "inputs": rows(t, 1)}}, 400,
+     "exactly one of"),
+    (lambda t: {"json": {"inputs": rows(t, 1), "param": {}}}, 400, "unknown field 'param'"),
+    (lambda t: {"json": {"inputs": rows(t, 1), "params": {"mode": "explain"}}}, 422,
+     "params.mode must be one of"),
+    (lambda t: {"json": {"inputs": rows(t, 1), "params": {"n": 5}}}, 422,
+     "unknown parameter 'params.n' for mode 'score'"),
+    (lambda t: {"json": {"inputs": rows(t, 1), "params": {"top_k": -1}}}, 422,
+     "params.top_k must be an integer ≥ 0"),
+    (lambda t: {"json": {"dataframe_split": {"columns": ["age"], "data": [[1, 2]]}}}, 400,
+     "row 0 must be a list of 1 values"),
+    (lambda t: {"json": {"inputs": {"age": [1, 2], "sex": ["Male"]}}}, 400, "all of one length"),
+    (lambda t: {"json": {"dataframe_records": with_(rows(t, 1), age="old")}}, 422,
+     "column 'age'"),
+    (lambda t: {"content": b"age,sex\nold,Male\n", "headers": {"content-type": "text/csv"}},
+     422, "column 'age'"),
+    (lambda t: {"content": b"{}", "headers": {"content-type": "text/plain"}}, 415,
+     "Content-Type 'text/plain'"),
+    (lambda t: {"content": b"{}", "headers": {"content-type": "application/json; charset=latin-1"}},
+     415, "only UTF-8"),
+]

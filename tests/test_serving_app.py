@@ -1,12 +1,23 @@
-"""The HTTP routes in process (FastAPI TestClient, no Ray): results and every 4xx."""
+"""The HTTP routes in process (FastAPI TestClient, no Ray): results, MLflow's scoring
+protocol, and every 4xx."""
 
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import DirectBackend, create_app
 from serving.codecs import ARROW_STREAM, table_from_arrow, table_to_arrow
 from serving.service import ModelService
-from tests.serving_cases import BAD_GENERATE_REQUESTS, BAD_SCORE_REQUESTS, LIMITS, rows, with_
+from tests.serving_cases import (
+    BAD_GENERATE_REQUESTS,
+    BAD_INVOCATIONS,
+    BAD_SCORE_REQUESTS,
+    HOSTILE_REQUESTS,
+    LIMITS,
+    rows,
+    split,
+    with_,
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +92,88 @@ def test_bearer_token(service, adult_test):
     assert client.post("/v1/score", json=body,
                        headers={"authorization": "Bearer s3cret"}).status_code == 200
     assert client.get("/healthz").status_code == 200  # probes need no token
+
+
+@pytest.mark.parametrize("method, path, make_request, status, words", HOSTILE_REQUESTS)
+def test_hostile_requests_get_a_4xx_naming_the_problem(client, adult_test, method, path,
+                                                       make_request, status, words):
+    r = client.request(method.upper(), path, **make_request(adult_test))
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]
+
+
+def test_invocations_speak_mlflows_scoring_protocol(client, adult_cvae, adult_test):
+    from mlflow.deployments import PredictionsResponse
+    from mlflow.utils.proto_json_utils import dump_input_data
+
+    t = adult_test.slice(0, 20)
+    expected = adult_cvae.score(t, seed=4, top_k=2).column("log_px").to_pylist()
+    bodies = {  # MLflow's own encoder of a DataFrame, and the other three JSON shapes
+        "client": {"content": dump_input_data(t.to_pandas(), params={"seed": 4, "top_k": 2}),
+                   "headers": {"content-type": "application/json"}},
+        "records": {"json": {"dataframe_records": rows(t, 20), "params": {"seed": 4, "top_k": 2}}},
+        "instances": {"json": {"instances": rows(t, 20), "params": {"seed": "4", "top_k": 2}}},
+        "inputs": {"json": {"inputs": t.to_pydict(), "params": {"seed": 4, "top_k": 2.0}}},
+    }
+    for name, body in bodies.items():
+        r = client.post("/invocations", **body)
+        assert r.status_code == 200, (name, r.text)
+        got = PredictionsResponse.from_json(r.text).get_predictions()
+        assert got["log_px"].tolist() == pytest.approx(expected, rel=1e-6), name
+        assert got["top_columns"].map(len).max() == 2
+    csv = t.to_pandas().to_csv(index=False).encode()
+    r = client.post("/invocations", content=csv, headers={"content-type": "text/csv"})
+    assert r.status_code == 200, r.text
+    assert [p["log_px"] for p in r.json()["predictions"]] == pytest.approx(
+        adult_cvae.score(t).column("log_px").to_pylist(), rel=1e-6)
+
+
+def test_invocations_read_pandas_nan_as_missing(client, adult_cvae, adult_test):
+    from mlflow.utils.proto_json_utils import dump_input_data
+
+    t = adult_test.slice(0, 3)
+    frame = t.to_pandas()
+    frame.loc[0, "age"] = float("nan")  # how pandas, and so MLflow's client, sends a gap
+    age = t.schema.get_field_index("age")
+    missing = t.set_column(age, "age", pa.array([None, *t.column(age).to_pylist()[1:]],
+                                                t.schema.field(age).type))
+    r = client.post("/invocations", content=dump_input_data(frame),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert [p["log_px"] for p in r.json()["predictions"]] == pytest.approx(
+        adult_cvae.score(missing).column("log_px").to_pylist(), rel=1e-6)
+    assert adult_cvae.score(missing).column("log_px")[0] != adult_cvae.score(t).column(
+        "log_px")[0]
+
+
+def test_invocations_embed_and_generate(client, service, adult_cvae, adult_test):
+    t = adult_test.slice(0, 5)
+    r = client.post("/invocations", json={"dataframe_split": split(t, 5),
+                                          "params": {"mode": "embed", "return_std": True}})
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"]
+    assert [p["z_0"] for p in got] == pytest.approx(adult_cvae.embed(t)[:, 0].tolist(), rel=1e-5)
+    assert "zstd_0" in got[0]
+    r = client.post("/invocations", json={"inputs": rows(t, 3),
+                                          "params": {"mode": "generate", "seed": 7}})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 3  # n defaults to the rows sent, as the pyfunc's
+    assert r.json()["predictions"] == client.post("/v1/generate", json={"n": 3, "seed": 7}
+                                                  ).json()["rows"]
+
+
+@pytest.mark.parametrize("make_request, status, words", BAD_INVOCATIONS)
+def test_bad_invocations_get_a_4xx_naming_the_problem(client, adult_test, make_request, status,
+                                                      words):
+    r = client.post("/invocations", **make_request(adult_test))
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]
+
+
+def test_mlflow_probes_and_the_token_on_invocations(service, adult_test):
+    client = TestClient(create_app(lambda: DirectBackend(service, token="s3cret")))
+    assert client.get("/ping").status_code == 200 and client.get("/health").status_code == 200
+    body = {"inputs": rows(adult_test, 1)}
+    assert client.post("/invocations", json=body).status_code == 401
+    assert client.post("/invocations", json=body,
+                       headers={"authorization": "Bearer s3cret"}).status_code == 200

@@ -1,6 +1,8 @@
 """Real Ray Serve over HTTP on 127.0.0.1, serving models trained and registered by the pipeline
-in a real MLflow server: results equal in-process vae_core, no mixing under concurrency, 4xx
-for bad input, a version switch under load, bearer token on and off, `vae serve --reload`."""
+in a real MLflow server: results equal in-process vae_core, MLflow's scoring protocol equal to
+the pyfunc model, no mixing under concurrency, 4xx for bad and hostile input (oversized bodies
+included, read by a plain client), a version switch under load, bearer token on and off,
+`vae serve --reload`."""
 
 import asyncio
 import contextlib
@@ -18,7 +20,13 @@ from pipelines import registry
 from pipelines.train import train
 from serving.codecs import ARROW_STREAM, table_from_arrow, table_to_arrow
 from tests.integration.jobs import free_port, job
-from tests.serving_cases import BAD_GENERATE_REQUESTS, BAD_SCORE_REQUESTS, LIMITS
+from tests.serving_cases import (
+    BAD_GENERATE_REQUESTS,
+    BAD_INVOCATIONS,
+    BAD_SCORE_REQUESTS,
+    HOSTILE_REQUESTS,
+    LIMITS,
+)
 from vae_core import TabularVAE
 
 pytestmark = pytest.mark.integration
@@ -191,6 +199,95 @@ def test_bearer_token_is_required(server, adult_test):
     assert httpx.post(server["url"] + "/v1/score", json=body,
                       headers={"authorization": "Bearer nope"}).status_code == 401
     assert httpx.get(server["url"] + "/healthz").status_code == 200  # probes need no token
+
+
+def test_invocations_answer_what_mlflows_pyfunc_model_predicts(server, versions, adult_test):
+    """MLflow's own client encoder and decoder against /invocations, each mode; the answers
+    equal mlflow.pyfunc.load_model(...).predict on the same rows and params."""
+    import mlflow.pyfunc
+    from mlflow.deployments import PredictionsResponse
+    from mlflow.utils.proto_json_utils import dump_input_data
+
+    frame = adult_test.slice(0, 25).to_pandas()
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
+    for params in ({"mode": "score", "seed": 3, "top_k": 2}, {"mode": "embed"},
+                   {"mode": "generate", "n": 10, "seed": 2}):
+        r = post(server, "/invocations", content=dump_input_data(frame, params=params),
+                 headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        got = PredictionsResponse.from_json(r.text).get_predictions()
+        want = pyfunc.predict(frame, params=params)
+        assert list(got.columns) == list(want.columns) and len(got) == len(want), params
+        for column in want.columns:
+            if want[column].dtype.kind == "f":
+                np.testing.assert_allclose(got[column], want[column], rtol=1e-5, err_msg=column)
+            else:  # list columns (top_columns) come back from pandas as arrays
+                def plain(values):
+                    return [list(v) if isinstance(v, list | np.ndarray) else v for v in values]
+                assert plain(got[column]) == plain(want[column]), column
+    assert httpx.get(server["url"] + "/ping").status_code == 200  # MLflow's probes, no token
+    assert httpx.get(server["url"] + "/health").status_code == 200
+
+
+@pytest.mark.parametrize("make_request, status, words", BAD_INVOCATIONS)
+def test_bad_invocations_get_their_4xx_over_http(server, adult_test, make_request, status,
+                                                 words):
+    r = post(server, "/invocations", **make_request(adult_test))
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]
+
+
+@pytest.mark.parametrize("method, path, make_request, status, words", HOSTILE_REQUESTS)
+def test_hostile_requests_get_their_4xx_over_http(server, adult_test, method, path,
+                                                  make_request, status, words):
+    kwargs = make_request(adult_test)
+    kwargs["headers"] = {**AUTH, **kwargs.get("headers", {})}
+    r = httpx.request(method.upper(), server["url"] + path, timeout=60, **kwargs)
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]
+
+
+def _send(port: int, headers: dict, body) -> tuple[int, bytes]:
+    """One POST by Python's plain http.client; a reset connection raises here."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("POST", "/v1/score", body=body, headers=headers,
+                           encode_chunked=not isinstance(body, bytes))
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_oversized_bodies_get_a_status_the_client_can_read(server):
+    """15× and 40× the body limit (under and over the 16× the app drains), with a
+    Content-Length, chunked, and without the token: the client sends it all and reads the
+    413 (401), no reset. After Expect: 100-continue it is refused before it sends anything."""
+    import socket
+
+    json_ = {"content-type": "application/json"}
+    for size in (15 * LIMITS.max_body_bytes, 40 * LIMITS.max_body_bytes):
+        body = b"x" * size
+        status, text = _send(server["port"], {**AUTH, **json_}, body)
+        assert status == 413 and b"over the 2000000-byte limit" in text, size
+        status, text = _send(server["port"], {**AUTH, **json_},
+                             (body[i:i + 2**20] for i in range(0, size, 2**20)))
+        assert status == 413 and b"over the 2000000-byte limit" in text, size
+        status, text = _send(server["port"], json_, body)
+        assert status == 401 and b"bearer token" in text, size
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=60) as s:
+        s.sendall(f"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                  f"Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: "
+                  f"{size}\r\nExpect: 100-continue\r\n\r\n".encode())
+        answer = b""
+        while b"413" not in answer and len(answer) < 4096:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert b" 413 " in answer, answer
 
 
 def test_version_switch_under_load_loses_no_request(server, versions, adult_test, mlflow_server):
