@@ -3,11 +3,17 @@
     .venv/bin/python benchmarks/bench_serving.py --seconds 15 --out benchmarks/RESULTS.md
 
 Workloads: POST /v1/score (IWAE K = 16, the model's default: 16 decoder passes per row)
+  (idle) single-row requests from 1 client, one after the other: the latency of one request
+         on an idle server;
   (a) single-row requests from 64 concurrent clients;
   (b) 1 000-row JSON requests from 4 clients;
+  (b-inv) the same rows through MLflow's scoring protocol (POST /invocations,
+         dataframe_split, as MLflow's clients send a DataFrame);
   (c) 10 000-row Arrow requests from 2 clients;
 and POST /v1/embed (one encoder pass per row, so HTTP and decoding costs show):
   (b-embed) 1 000-row JSON requests from 4 clients; (c-embed) 10 000-row Arrow, 2 clients.
+Where a served request's time goes: the medians of its Server-Timing stages (decode, model =
+queue + batch + forward, encode); the rest of the client's median is the way there and back.
 References measured in the same run:
   * in-process: TabularVAE.score on the same rows in this process (1 torch thread) — the
     ceiling, no HTTP, no Ray;
@@ -40,8 +46,10 @@ from vae_core import TabularVAE  # noqa: E402
 from vae_core.datasets import load_adult  # noqa: E402
 
 WORKLOADS = {  # name: (verb, rows per request, concurrent clients, body format)
+    "idle": ("score", 1, 1, "json"),
     "a": ("score", 1, 64, "json"),
     "b": ("score", 1000, 4, "json"),
+    "b-inv": ("score", 1000, 4, "invocations"),
     "c": ("score", 10_000, 2, "arrow"),
     "b-embed": ("embed", 1000, 4, "json"),
     "c-embed": ("embed", 10_000, 2, "arrow"),
@@ -77,7 +85,20 @@ def naive_app(model_dir: str):
 def request_body(rows: pa.Table, fmt: str) -> tuple[bytes, dict]:
     if fmt == "arrow":
         return table_to_arrow(rows), {"content-type": ARROW_STREAM}
+    if fmt == "invocations":  # what mlflow.utils.proto_json_utils.dump_input_data sends
+        split = {"columns": rows.column_names,
+                 "data": [list(r.values()) for r in rows.to_pylist()]}
+        return json.dumps({"dataframe_split": split}).encode(), {"content-type": "application/json"}
     return json.dumps({"rows": rows.to_pylist()}).encode(), {"content-type": "application/json"}
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """``decode;dur=1.20, model;dur=3.10`` → {"decode": 1.2, "model": 3.1} (ms)."""
+    stages = {}
+    for part in filter(None, header.split(",")):
+        name, _, duration = part.strip().partition(";dur=")
+        stages[name] = float(duration)
+    return stages
 
 
 async def load(url: str, rows: pa.Table, clients: int, fmt: str, seconds: float) -> dict:
@@ -85,6 +106,7 @@ async def load(url: str, rows: pa.Table, clients: int, fmt: str, seconds: float)
 
     body, headers = request_body(rows, fmt)
     latencies: list[float] = []
+    stages: dict[str, list[float]] = {}
     errors = 0
     async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(
             max_connections=clients, max_keepalive_connections=clients)) as client:
@@ -98,16 +120,19 @@ async def load(url: str, rows: pa.Table, clients: int, fmt: str, seconds: float)
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 r = await client.post(url, content=body, headers=headers)
+                latencies.append(time.perf_counter() - t0)
                 if r.status_code != 200:
                     errors += 1
-                latencies.append(time.perf_counter() - t0)
+                for name, ms in server_timing(r.headers.get("server-timing", "")).items():
+                    stages.setdefault(name, []).append(ms)
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
         wall = time.perf_counter() - start
     lat = np.asarray(latencies)
     return {"requests": len(lat), "errors": errors, "req_per_s": len(lat) / wall,
             "rows_per_s": len(lat) * rows.num_rows / wall,
-            "p50_ms": 1000 * np.percentile(lat, 50), "p99_ms": 1000 * np.percentile(lat, 99)}
+            "p50_ms": 1000 * np.percentile(lat, 50), "p99_ms": 1000 * np.percentile(lat, 99),
+            "stages_p50_ms": {k: float(np.median(v)) for k, v in stages.items()}}
 
 
 def in_process(vae: TabularVAE, verb: str, rows: pa.Table, seconds: float) -> dict:
@@ -153,10 +178,10 @@ def main() -> None:
         try:
             for key, (verb, n, clients, fmt) in WORKLOADS.items():
                 rows = train.slice(0, n)  # test has only 6 513 rows
+                route = "/invocations" if fmt == "invocations" else f"/v1/{verb}"
                 results[key] = {
                     "in_process": in_process(vae, verb, rows, args.seconds),
-                    "serve": asyncio.run(load(f"{base}/v1/{verb}", rows, clients, fmt,
-                                              args.seconds)),
+                    "serve": asyncio.run(load(base + route, rows, clients, fmt, args.seconds)),
                     "naive": asyncio.run(load(f"{base}/naive/v1/{verb}", rows, clients, "json",
                                               args.seconds)),
                 }
@@ -169,8 +194,10 @@ def main() -> None:
 
 
 def render(results: dict, args: argparse.Namespace) -> str:
-    labels = {"a": "(a) score, 1-row JSON requests, 64 clients",
+    labels = {"idle": "(idle) score, 1-row JSON requests, 1 client",
+              "a": "(a) score, 1-row JSON requests, 64 clients",
               "b": "(b) score, 1 000-row JSON requests, 4 clients",
+              "b-inv": "(b-inv) as (b), through /invocations (naive: /v1 JSON)",
               "c": "(c) score, 10 000-row requests, 2 clients (Arrow; naive: JSON)",
               "b-embed": "embed, 1 000-row JSON requests, 4 clients",
               "c-embed": "embed, 10 000-row requests, 2 clients (Arrow; naive: JSON)"}
@@ -193,6 +220,22 @@ def render(results: dict, args: argparse.Namespace) -> str:
                 f"{r['rows_per_s']:,.0f} | {r['p50_ms']:,.1f} | {r['p99_ms']:,.1f} | "
                 f"{r['errors']} | {r['rows_per_s'] / paths['in_process']['rows_per_s']:.2f} | "
                 f"{r['req_per_s'] / paths['naive']['req_per_s']:.1f} |")
+    lines += ["", "Where a served request's time goes (medians, ms): the stages the replica "
+              "reports in `Server-Timing` (decode = read and parse the body and build the "
+              "table; model = queue, batch and forward pass; encode = the answer's body), and "
+              "the rest of the client's median (Serve's proxy hop, HTTP, the load generator).",
+              "", "| workload | client p50 | decode | model | encode | rest |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for key, paths in results.items():
+        r = paths["serve"]
+        stages = [r["stages_p50_ms"].get(s, 0.0) for s in ("decode", "model", "encode")]
+        lines.append(f"| {labels[key]} | {r['p50_ms']:,.1f} | "
+                     + " | ".join(f"{x:,.1f}" for x in stages)
+                     + f" | {r['p50_ms'] - sum(stages):,.1f} |")
+    b, inv = results.get("b"), results.get("b-inv")
+    if b and inv:
+        lines += ["", "/invocations against /v1 for the same 1 000-row JSON score requests: "
+                  f"{inv['serve']['rows_per_s'] / b['serve']['rows_per_s']:.2f} of the rows/s."]
     return "\n".join(lines) + "\n"
 
 

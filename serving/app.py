@@ -5,6 +5,7 @@ OpenAPI at /docs. Bodies are JSON ``{"rows": [...]}`` or an Arrow IPC stream
 (Content-Type ``application/vnd.apache.arrow.stream``); the response uses the request's
 format (for /v1/generate, the Accept header's). MLflow's scoring protocol is a second door
 to the same verbs: POST /invocations, GET /ping and /health (serving/scoring_protocol.py).
+Answers carry a ``Server-Timing`` header: decode, model and encode milliseconds.
 Every bad input is a 4xx whose body names the problem: ``{"error": "...", "column":
 "..."}``, query parameters included (an unknown one too); while no model is loaded, a 503
 with ``Retry-After``. With a token configured (``VAE_SERVE_TOKEN``), /v1/* and /invocations
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import time
 from collections.abc import Callable
 from typing import Annotated, Protocol
 
@@ -146,10 +148,14 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
             raise RequestError(400, "expected a JSON object with 'rows'")
         return table_from_records(payload["rows"], service.schema, service.limits.max_rows), False
 
-    def respond(table: pa.Table, arrow: bool) -> Response:
+    def respond(table: pa.Table, arrow: bool, watch: Stopwatch, key: str = "rows") -> Response:
         if arrow:
-            return Response(table_to_arrow(table), media_type=ARROW_STREAM)
-        return Response(table_to_json(table), media_type="application/json")
+            response = Response(table_to_arrow(table), media_type=ARROW_STREAM)
+        else:
+            response = Response(table_to_json(table, key), media_type="application/json")
+        watch.lap("encode")
+        response.headers["Server-Timing"] = watch.header()
+        return response
 
     @app.post("/v1/score", summary="Anomaly scores: elbo, log_px (IWAE), percentile, "
               "is_anomaly, top_columns")
@@ -158,38 +164,49 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
                     seed: Annotated[int, SEED] = 0,
                     top_k: Annotated[int, Query(ge=0, le=10_000)] = 3) -> Response:
         _only_parameters(request, "iwae_samples", "seed", "top_k")
+        watch = Stopwatch()
         table, arrow = await read_table(request)
-        return respond(await get_backend().score(ScoreRequest(table, iwae_samples, seed, top_k)),
-                       arrow)
+        watch.lap("decode")
+        scores = await get_backend().score(ScoreRequest(table, iwae_samples, seed, top_k))
+        watch.lap("model")
+        return respond(scores, arrow, watch)
 
     @app.post("/v1/embed", summary="Posterior means z_0… (and zstd_… with return_std)")
     async def embed(request: Request, return_std: bool = False) -> Response:
         _only_parameters(request, "return_std")
+        watch = Stopwatch()
         table, arrow = await read_table(request)
-        return respond(await get_backend().embed(EmbedRequest(table, return_std)), arrow)
+        watch.lap("decode")
+        codes = await get_backend().embed(EmbedRequest(table, return_std))
+        watch.lap("model")
+        return respond(codes, arrow, watch)
 
     @app.post("/v1/generate", summary="Synthetic rows: {\"n\": 100, \"conditions\": {...}, "
               "\"seed\": 0}")
     async def generate(request: Request) -> Response:
         _only_parameters(request)
+        watch = Stopwatch()
         payload = parse_json(await body_of(request))
         if not isinstance(payload, dict) or not isinstance(payload.get("n"), int):
             raise RequestError(400, "expected a JSON object with an integer 'n'")
         unknown = sorted(set(payload) - {"n", "conditions", "seed"})
         if unknown:
             raise RequestError(400, f"unknown field '{unknown[0]}' (n, conditions, seed)")
+        watch.lap("decode")
         table = await get_backend().generate(payload["n"], payload.get("conditions"),
                                              payload.get("seed"))
-        return respond(table, request.headers.get("accept", "").startswith(ARROW_STREAM))
+        watch.lap("model")
+        return respond(table, request.headers.get("accept", "").startswith(ARROW_STREAM), watch)
 
     @app.post("/invocations", summary="MLflow's scoring protocol: dataframe_split, "
               "dataframe_records, instances, inputs or CSV; params.mode score | embed | "
               "generate; answers {\"predictions\": [...]}")
     async def invocations(request: Request) -> Response:
         _only_parameters(request)
-        backend = get_backend()
+        watch, backend = Stopwatch(), get_backend()
         call = parse_invocation(await body_of(request), request.headers.get("content-type", ""),
                                 backend.service.schema, backend.service.limits.max_rows)
+        watch.lap("decode")
         options = call.options
         if call.mode == "score":
             table = await backend.score(ScoreRequest(
@@ -201,7 +218,8 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
         else:
             table = await backend.generate(options.get("n") or call.rows_sent, None,
                                            options.get("seed"))
-        return Response(table_to_json(table, key="predictions"), media_type="application/json")
+        watch.lap("model")
+        return respond(table, False, watch, key="predictions")
 
     @app.get("/v1/model", summary="Name, version, alias, schema, thresholds, limits")
     async def model() -> dict:
@@ -215,6 +233,23 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
         app.add_api_route(path, health, methods=["GET"], summary="200 once a model is loaded")
 
     return app
+
+
+class Stopwatch:
+    """Milliseconds per stage of a request, for its ``Server-Timing`` header: ``decode``
+    (read and parse the body), ``model`` (queue, batch and forward pass), ``encode``. What a
+    client measures beyond their sum is the way there and back (Serve's proxy, HTTP)."""
+
+    def __init__(self) -> None:
+        self._last, self._laps = time.perf_counter(), []
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self._laps.append((stage, now - self._last))
+        self._last = now
+
+    def header(self) -> str:
+        return ", ".join(f"{stage};dur={1000 * s:.2f}" for stage, s in self._laps)
 
 
 def _only_parameters(request: Request, *known: str) -> None:

@@ -3,7 +3,8 @@
 A request is decoded by the FastAPI app (serving/app.py) inside the replica, then queued by
 ``@serve.batch``, which counts rows (not requests) towards ``max_batch_rows``; the queued
 requests run together (serving/batching.py) in a one-thread executor, so the event loop
-keeps decoding the next requests while the model computes.
+keeps decoding the next requests while the model computes. A request alone in the replica
+runs at once, without the batcher's wait.
 
 Which model: ``user_config = {"model_uri": ..., "version": ...}``. An alias is pinned to a
 version when the app is built, so every replica loads the same one. Changing the user config
@@ -17,8 +18,9 @@ Config file entry point: ``import_path: serving.deployment:build_app`` (deploy/s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -64,6 +66,7 @@ class VAEDeployment:
         self.max_batch_rows, self.device = max_batch_rows, device
         self.loaded: tuple[ModelService, dict] | None = None
         self._compute = ThreadPoolExecutor(1, thread_name_prefix="vae-forward")
+        self._active = 0  # score/embed requests in this replica (_in_flight)
         self._score_batch.set_max_batch_size(max_batch_rows)
         self._score_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._embed_batch.set_max_batch_size(max_batch_rows)
@@ -82,15 +85,28 @@ class VAEDeployment:
         return self.loaded[0]
 
     async def score(self, request: ScoreRequest) -> pa.Table:
-        if request.table.num_rows > self.max_batch_rows:  # already a batch on its own
-            return await self._run(lambda s: s.score(request.table, request.iwae_samples,
-                                                     request.seed, request.top_k))
-        return _raise_if_error(await self._score_batch(request))
+        with self._in_flight() as alone:
+            if alone or request.table.num_rows > self.max_batch_rows:
+                return await self._run(lambda s: s.score(request.table, request.iwae_samples,
+                                                         request.seed, request.top_k))
+            return _raise_if_error(await self._score_batch(request))
 
     async def embed(self, request: EmbedRequest) -> pa.Table:
-        if request.table.num_rows > self.max_batch_rows:
-            return await self._run(lambda s: s.embed(request.table, request.return_std))
-        return _raise_if_error(await self._embed_batch(request))
+        with self._in_flight() as alone:
+            if alone or request.table.num_rows > self.max_batch_rows:
+                return await self._run(lambda s: s.embed(request.table, request.return_std))
+            return _raise_if_error(await self._embed_batch(request))
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[bool]:
+        """Counts the score/embed requests in this replica; yields whether this one is alone.
+        A request alone skips the batcher, whose wait for company (``batch_wait_timeout_s``)
+        would only add to its latency; under load they queue and merge as before."""
+        self._active += 1
+        try:
+            yield self._active == 1
+        finally:
+            self._active -= 1
 
     async def generate(self, n: int, conditions: dict | None, seed: int | None) -> pa.Table:
         # Not merged across requests: one request is already n rows in one pass.

@@ -59,6 +59,8 @@ def test_embed_generate_model_health(client, adult_cvae, adult_test):
     assert info["alias"] == "champion" and info["thresholds"]["0.99"] > 0
     assert [c["name"] for c in info["schema"]] == adult_test.column_names
     assert client.get("/healthz").json() == {"status": "ok"}
+    stages = [part.split(";")[0] for part in a.headers["server-timing"].split(", ")]
+    assert stages == ["decode", "model", "encode"]
     assert client.get("/openapi.json").status_code == 200
 
 
