@@ -164,3 +164,28 @@ def test_a_batch_job_prints_two_lines_and_no_ray_logs(adult_cvae, tmp_path):
     assert f"logs: {tmp_path / 'g.log'}" in lines[0]
     assert out.stderr == "" and "INFO" not in out.stdout
     assert "INFO" in (tmp_path / "g.log").read_text()  # Ray's own lines, kept
+
+
+def test_evaluate_writes_its_report_and_names_bad_input_in_one_line(adult_cvae, adult_test,
+                                                                    tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    model = str(adult_cvae.save(tmp_path / "m"))
+    real, empty, narrow = (tmp_path / f"{n}.parquet" for n in ("real", "empty", "narrow"))
+    pq.write_table(adult_test.slice(0, 600), real)
+    pq.write_table(adult_test.slice(0, 0), empty)
+    pq.write_table(adult_test.slice(0, 50).drop(["age"]), narrow)
+    out_dir = tmp_path / "report"
+    base = ["evaluate", "--model", model, "--real", str(real)]
+    assert main([*base, "--n", "400", "--target", "income", "--output", str(out_dir)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "detection ROC-AUC" in line and "TSTR" in line and str(out_dir) in line
+    assert (out_dir / "report.html").is_file() and (out_dir / "report.json").is_file()
+    for extra, words in ((["--target", "salary"], "target 'salary' is not a modelled column"),
+                         (["--synthetic", str(narrow)], "column 'age' is missing"),
+                         (["--synthetic", str(empty)], "holds no rows"),
+                         (["--holdout", str(tmp_path / "nope")], "no such file or folder"),
+                         (["--synthetic", str(real), "--n", "5"], "not both")):
+        assert main([*base, *extra, "--output", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], (extra, err)

@@ -138,6 +138,44 @@ def serve(args: argparse.Namespace) -> None:
         ray_serve.shutdown()
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    import model_refs
+    from pipelines import tracking
+    from vae_core import TabularVAE
+
+    if args.synthetic and args.n:
+        raise ValueError("give --synthetic or --n, not both")
+    if not model_refs.parse(args.model).local:
+        tracking.use()
+    vae = TabularVAE.load(model_refs.resolve(args.model).folder)
+    real = _read_parquet(args.real, "--real")
+    synthetic = _read_parquet(args.synthetic, "--synthetic") if args.synthetic else \
+        vae.sample(args.n or real.num_rows, seed=args.seed)
+    holdout = _read_parquet(args.holdout, "--holdout") if args.holdout else None
+    report = vae.evaluate(real, synthetic, holdout, args.target, args.seed)
+    page = report.write(args.output, real, synthetic, vae.transformer.schema)
+    say(f"{report.summary_line()}; report: {page}")
+
+
+def _read_parquet(path: str, flag: str):
+    """A Parquet file or folder as one table; a missing, empty or corrupt one is one line."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not Path(path).exists():
+        raise ValueError(f"{flag} '{path}': no such file or folder")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ValueError(f"{flag} '{path}' is not readable Parquet ({e})") from e
+    if table.num_rows == 0:
+        raise ValueError(f"{flag} '{path}' holds no rows")
+    return table
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "demo": demo, "train": train, "submit": submit, "schedule": schedule, "jobs": jobs,
-    "serve": serve, "embed": batch, "score": batch, "generate": batch, "models": models}
+    "serve": serve, "embed": batch, "score": batch, "generate": batch, "models": models,
+    "evaluate": evaluate}

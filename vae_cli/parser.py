@@ -106,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
         add_batch_flags(command(action, f"batch job on Ray Data: {text} → a Parquet folder"),
                         action)
 
+    evaluate = command("evaluate", "how good synthetic rows are: column shapes, pair trends, "
+                       "detection ROC-AUC, privacy (DCR), and with --target train-synthetic-"
+                       "test-real → report.json, report.html, plots/")
+    _model_flag(evaluate)
+    evaluate.add_argument("--real", required=True, help="Parquet file or folder of real rows: "
+                          "the rows the model learned from, or rows like them (required)")
+    evaluate.add_argument("--synthetic", help=with_default(
+        "Parquet file or folder of synthetic rows to judge", "--n rows sampled from --model"))
+    evaluate.add_argument("--n", type=int, help=with_default(
+        "rows to sample from --model when --synthetic is not given", "as many as --real"))
+    evaluate.add_argument("--holdout", help=with_default(
+        "Parquet of real rows the model never saw (for DCR and TSTR)", "half of --real"))
+    evaluate.add_argument("--target", help=with_default(
+        "column to predict for train-synthetic-test-real (ROC-AUC, or R² for a number)",
+        "none"))
+    evaluate.add_argument("--output", type=Path, default=Path("out/evaluation"),
+                          help=with_default("folder for the report", "out/evaluation"))
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help=with_default("seed of sampling, splits and classifiers", 0))
+
     models = command("models", "registered models: list, promote")
     models_sub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = _common(models_sub.add_parser("list", help="versions, aliases and held-out "

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from vae_core import evaluation
 from vae_core.artifact import read_model_folder, write_model_folder
 from vae_core.calibration import Calibration
 from vae_core.conditions import condition_rows
@@ -309,6 +310,18 @@ class TabularVAE:
             return transformer.inverse(np.zeros((0, transformer.x_dim)),
                                        np.zeros((0, transformer.c_dim)))
         return pa.concat_tables(parts)
+
+    def evaluate(self, real: TableLike, synthetic: TableLike | None = None,
+                 holdout: TableLike | None = None, target: str | None = None,
+                 seed: int = 0) -> evaluation.EvaluationReport:
+        """How good ``synthetic`` rows (default: as many as ``real`` has, sampled with
+        ``seed``) are against ``real`` ones: see vae_core.evaluation."""
+        transformer, _ = self._require_fitted()
+        real = as_table(real)
+        synthetic = self.sample(real.num_rows, seed=seed) if synthetic is None else \
+            as_table(synthetic)
+        return evaluation.evaluate(real, synthetic, transformer.schema,
+                                   None if holdout is None else as_table(holdout), target, seed)
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

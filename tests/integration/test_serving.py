@@ -172,10 +172,14 @@ def test_concurrent_clients_each_get_their_own_rows(server, versions, adult_test
                                    rtol=1e-5, err_msg=f"request {i}")
 
 
-@pytest.mark.parametrize("make_request, status, words", BAD_SCORE_REQUESTS)
-def test_bad_score_requests_get_their_4xx_over_http(server, adult_test, make_request, status,
-                                                    words):
-    r = post(server, "/v1/score", **make_request(adult_test))
+BAD_BODIES = [("/v1/score", *case) for case in BAD_SCORE_REQUESTS] + \
+    [("/invocations", *case) for case in BAD_INVOCATIONS]
+
+
+@pytest.mark.parametrize("path, make_request, status, words", BAD_BODIES)
+def test_bad_bodies_get_their_4xx_over_http(server, adult_test, path, make_request, status,
+                                            words):
+    r = post(server, path, **make_request(adult_test))
     assert r.status_code == status, r.text
     assert words in r.json()["error"]
 
@@ -227,14 +231,6 @@ def test_invocations_answer_what_mlflows_pyfunc_model_predicts(server, versions,
                 assert plain(got[column]) == plain(want[column]), column
     assert httpx.get(server["url"] + "/ping").status_code == 200  # MLflow's probes, no token
     assert httpx.get(server["url"] + "/health").status_code == 200
-
-
-@pytest.mark.parametrize("make_request, status, words", BAD_INVOCATIONS)
-def test_bad_invocations_get_their_4xx_over_http(server, adult_test, make_request, status,
-                                                 words):
-    r = post(server, "/invocations", **make_request(adult_test))
-    assert r.status_code == status, r.text
-    assert words in r.json()["error"]
 
 
 @pytest.mark.parametrize("method, path, make_request, status, words", HOSTILE_REQUESTS)
