@@ -53,6 +53,12 @@ def test_two_workers_register_a_champion_that_a_fresh_process_can_score(
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id, "plots")}
     assert {"plots/loss_curves.png", "plots/latent_2d.png", "plots/marginals.png",
             "plots/anomaly_scores.png"} <= artifacts
+    # vae evaluate's report of sampled rows against the validation rows
+    assert {"evaluation/report.json", "evaluation/report.html"} <= {
+        a.path for a in client.list_artifacts(outcome.run_id, "evaluation")}
+    shapes, detection = (run.data.metrics[f"synthetic.{k}"] for k in ("column_shapes",
+                                                                     "detection_roc_auc"))
+    assert 0.5 < shapes <= 1 and 0.4 < detection <= 1
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
