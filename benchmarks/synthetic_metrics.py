@@ -5,17 +5,18 @@
 * ``tstr``: train on synthetic, test on real. A HistGradientBoostingClassifier fitted on
   the synthetic rows predicts ``income`` on the real test split: ROC-AUC and macro-F1.
 * ``detection``: can gradient-boosted trees tell the rows from real train rows (ROC-AUC)?
-* ``dcr``: distance to the closest train record: Euclidean, with numbers min-max scaled by
-  the train column's range and categories one-hot over the train levels (the space of
-  TabSyn-style DCR; it gives the real test rows the issue's median of ≈ 0.10). Compared
-  with the real test rows' own DCR: lower than theirs means copying, not privacy. Also the
-  share of rows that are exact copies of a train row (distance 0).
+* ``dcr``: distance to the closest train record, as ``vae evaluate`` measures it: Euclidean,
+  with numbers min-max scaled by the train column's range and categories one-hot over the
+  train levels (the space of TabSyn-style DCR; it gives the real test rows the issue's median
+  of ≈ 0.10). Compared with the real test rows' own DCR: lower than theirs means copying,
+  not privacy. Also the share of rows that are exact copies of a train row (distance 0).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 NUMERIC = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
 CATEGORICAL = ["workclass", "education", "marital-status", "occupation", "relationship",
@@ -46,16 +47,11 @@ def detection(real: pd.DataFrame, synthetic: pd.DataFrame, seed: int = 0) -> dic
     """Classifier two-sample test, as ``vae evaluate`` runs it (vae_core.evaluation.detection:
     gradient-boosted trees, balanced samples, stratified 5-fold ROC-AUC); 0.5 = the rows
     cannot be told apart."""
-    import pyarrow as pa
-
-    from vae_core.data.schema import infer_schema
-    from vae_core.evaluation.columns import modelled_columns
     from vae_core.evaluation.detection import detection_auc
 
     real_rows = pa.Table.from_pandas(real, preserve_index=False)
     rows = pa.Table.from_pandas(synthetic[list(real.columns)], preserve_index=False)
-    columns = modelled_columns(infer_schema(real_rows.schema))
-    return {"detection": detection_auc(real_rows, rows, columns, seed)}
+    return {"detection": detection_auc(real_rows, rows, _columns(real_rows), seed)}
 
 
 def _features(frames: list[pd.DataFrame]) -> list[np.ndarray]:
@@ -95,30 +91,21 @@ def tstr(synthetic: pd.DataFrame, test: pd.DataFrame, seed: int = 0) -> dict[str
             "macro_f1": float(f1_score(y_test, p > 0.5, average="macro"))}
 
 
-def dcr(rows: pd.DataFrame, train: pd.DataFrame, block: int = 1024) -> dict[str, float]:
-    """Median DCR of ``rows`` to ``train`` and the share of exact copies of a train row."""
-    distances = closest_record_distances(rows, train, block)
+def dcr(rows: pd.DataFrame, train: pd.DataFrame) -> dict[str, float]:
+    """Median DCR of ``rows`` to ``train`` and the share of exact copies of a train row,
+    measured as ``vae evaluate`` does (vae_core.evaluation.privacy)."""
+    from vae_core.evaluation.privacy import closest_distances
+
+    reference = pa.Table.from_pandas(train, preserve_index=False)
+    distances = closest_distances(pa.Table.from_pandas(rows[list(train.columns)],
+                                                       preserve_index=False),
+                                  reference, _columns(reference))
     return {"median_dcr": float(np.median(distances)),
             "exact_copies": float(np.mean(distances == 0))}
 
 
-def closest_record_distances(rows: pd.DataFrame, train: pd.DataFrame, block: int = 1024
-                             ) -> np.ndarray:
-    """Euclidean distance of each row to its nearest train row, in blocks of ``block`` rows."""
-    import torch
+def _columns(real: pa.Table) -> list:
+    from vae_core.data.schema import infer_schema
+    from vae_core.evaluation.columns import modelled_columns
 
-    a, b = (torch.from_numpy(_dcr_space(f, train)) for f in (rows, train))
-    return torch.cat([torch.cdist(a[i:i + block], b).min(1).values
-                      for i in range(0, len(a), block)]).numpy()
-
-
-def _dcr_space(frame: pd.DataFrame, train: pd.DataFrame) -> np.ndarray:
-    """Numbers min-max scaled by the train range, categories one-hot over train's levels."""
-    cols = []
-    for c in NUMERIC:
-        lo, hi = float(train[c].min()), float(train[c].max())
-        cols.append(((frame[c].to_numpy(np.float64) - lo) / ((hi - lo) or 1.0))[:, None])
-    for c in CATEGORICAL:
-        levels = np.array(sorted(train[c].astype(str).unique()))
-        cols.append((frame[c].astype(str).to_numpy()[:, None] == levels[None, :]).astype(float))
-    return np.hstack(cols)
+    return modelled_columns(infer_schema(real.schema))

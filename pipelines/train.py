@@ -211,8 +211,9 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
         val_log_px = float(np.mean(scored.column("log_px").to_numpy()))
         val_elbo = float(np.mean(scored.column("elbo").to_numpy()))
         vae.save(folder)
-        _log_figures(run_id, vae, val_rows, scored)
-        _log_evaluation(run_id, vae, val_rows, Path(tmp) / "evaluation")
+        synthetic = vae.sample(val_rows.num_rows, seed=0)
+        _log_figures(run_id, vae, val_rows, synthetic, scored)
+        _log_evaluation(run_id, vae, val_rows, synthetic, Path(tmp) / "evaluation")
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({"final_val_log_px": val_log_px, "final_val_elbo": val_elbo,
                                 "anomaly_threshold": vae.calibration.threshold()})
@@ -227,15 +228,18 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
     return outcome
 
 
-def _log_figures(run_id: str, vae: TabularVAE, rows: pa.Table, scored: pa.Table) -> None:
+def _log_figures(run_id: str, vae: TabularVAE, rows: pa.Table, synthetic: pa.Table,
+                 scored: pa.Table) -> None:
     import matplotlib.pyplot as plt
     import mlflow
 
-    synthetic = vae.sample(rows.num_rows, seed=0)
-    features = [s.name for s in vae.transformer.schema.features][:4]
+    from vae_core.evaluation import marginals_figure
+    from vae_core.evaluation.columns import modelled_columns
+
+    first_four = modelled_columns(vae.transformer.schema)[:4]
     figures = {"loss_curves.png": plots.loss_curves(vae),
                "latent_2d.png": plots.latent_view(vae, rows),
-               "marginals.png": plots.marginals(rows, synthetic, features),
+               "marginals.png": marginals_figure(rows, synthetic, first_four),
                "anomaly_scores.png": plots.score_histogram(
                    scored.column("score").to_numpy(), vae.calibration.threshold())}
     with mlflow.start_run(run_id=run_id):
@@ -248,13 +252,13 @@ EVALUATION_METRICS = ("column_shapes", "pair_trends", "detection_roc_auc",
                       "dcr_synthetic_median", "dcr_holdout_median", "exact_copies_synthetic")
 
 
-def _log_evaluation(run_id: str, vae: TabularVAE, rows: pa.Table, folder: Path) -> None:
-    """``vae evaluate``'s report of as many sampled rows as there are validation rows, against
-    them (rows the model never trained on): metrics ``synthetic.*`` and artifacts
-    ``evaluation/`` (report.json, report.html, plots)."""
+def _log_evaluation(run_id: str, vae: TabularVAE, rows: pa.Table, synthetic: pa.Table,
+                    folder: Path) -> None:
+    """``vae evaluate``'s report of ``synthetic`` (as many sampled rows as there are
+    validation rows) against the validation rows, which the model never trained on: metrics
+    ``synthetic.*`` and artifacts ``evaluation/`` (report.json, report.html, plots)."""
     import mlflow
 
-    synthetic = vae.sample(rows.num_rows, seed=0)
     report = vae.evaluate(rows, synthetic, seed=0)
     report.write(folder, rows, synthetic, vae.transformer.schema)
     with mlflow.start_run(run_id=run_id):

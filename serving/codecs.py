@@ -58,13 +58,18 @@ async def read_body(chunks: AsyncIterator[bytes], limit: int, drain_limit: int) 
 def check_strings(table: pa.Table, max_chars: int) -> None:
     """A 422 naming the first string column that holds a value over ``max_chars``."""
     for name, column in zip(table.column_names, table.columns, strict=True):
-        type_ = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        type_ = value_type(column.type)
         if not (pa.types.is_string(type_) or pa.types.is_large_string(type_)):
             continue
         longest = pc.max(pc.utf8_length(column.cast(type_))).as_py()
         if longest is not None and longest > max_chars:
             raise RequestError(422, f"column '{name}': a value of {longest} characters is over "
                                     f"the {max_chars}-character limit", name)
+
+
+def value_type(type_: pa.DataType) -> pa.DataType:
+    """The type of the values: a dictionary-encoded column's value type, else ``type_``."""
+    return type_.value_type if pa.types.is_dictionary(type_) else type_
 
 
 def _expected_columns(schema: TableSchema) -> list[str]:
@@ -119,7 +124,7 @@ def table_from_records(rows: Any, schema: TableSchema, max_rows: int) -> pa.Tabl
 def _convert(name: str, kind: Kind, values: list, type_: pa.DataType) -> pa.Array:
     """Values → the column's Arrow type. The happy path is one Arrow call; the slow checks
     that name the bad row run only when it fails (or a float column holds NaN/inf)."""
-    base = type_.value_type if pa.types.is_dictionary(type_) else type_
+    base = value_type(type_)
     if pa.types.is_timestamp(base) or pa.types.is_date(base):
         try:
             return pa.array([None if v is None else _parse_datetime(v) for v in values]).cast(base)

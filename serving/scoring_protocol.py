@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv
 
-from serving.codecs import RequestError, parse_json, table_from_records
+from serving.codecs import RequestError, parse_json, table_from_records, value_type
 from vae_core import TableSchema
 
 JSON, CSV = "application/json", "text/csv"
@@ -146,10 +146,7 @@ def _typed(name: str, value: Any, type_: type) -> Any:
 
 
 def _table_from_csv(body: bytes, schema: TableSchema, max_rows: int) -> pa.Table:
-    types = {}
-    for spec in schema.columns:
-        type_ = schema.arrow_type(spec.name)
-        types[spec.name] = type_.value_type if pa.types.is_dictionary(type_) else type_
+    types = {spec.name: value_type(schema.arrow_type(spec.name)) for spec in schema.columns}
     try:
         table = pa.csv.read_csv(io.BytesIO(body), convert_options=pa.csv.ConvertOptions(
             column_types=types, strings_can_be_null=True))

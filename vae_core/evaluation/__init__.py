@@ -10,6 +10,6 @@ train-synthetic-test-real. ``TabularVAE.evaluate`` and ``vae evaluate`` call ``e
     report     evaluate(), EvaluationReport and its JSON / HTML / PNG files
 """
 
-from vae_core.evaluation.report import EvaluationReport, evaluate
+from vae_core.evaluation.report import EvaluationReport, evaluate, marginals_figure
 
-__all__ = ["EvaluationReport", "evaluate"]
+__all__ = ["EvaluationReport", "evaluate", "marginals_figure"]

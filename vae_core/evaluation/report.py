@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from vae_core.data.schema import TableSchema
-from vae_core.evaluation.columns import check_columns, modelled_columns, values
+from vae_core.evaluation.columns import Column, check_columns, modelled_columns, values
 from vae_core.evaluation.detection import detection_auc
 from vae_core.evaluation.fidelity import column_shapes, pair_trends
 from vae_core.evaluation.privacy import dcr
@@ -116,16 +116,23 @@ def _png(figure) -> bytes:
 
 def _marginals(report: EvaluationReport, real: pa.Table, synthetic: pa.Table,
                schema: TableSchema) -> bytes:
+    worst = sorted(report.column_shapes, key=report.column_shapes.get)[:MAX_FIGURE_COLUMNS]
+    columns = [c for c in modelled_columns(schema) if c.name in worst]
+    return _png(marginals_figure(real, synthetic, columns, report.column_shapes))
+
+
+def marginals_figure(real: pa.Table, synthetic: pa.Table, columns: list[Column],
+                     shapes: dict[str, float] | None = None):
+    """Real against synthetic, one panel per column (four a row): histograms of numbers,
+    bars of the 12 most frequent real levels; ``shapes`` (column shape scores) in titles."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    worst = sorted(report.column_shapes, key=report.column_shapes.get)[:MAX_FIGURE_COLUMNS]
-    columns = [c for c in modelled_columns(schema) if c.name in worst]
-    cols = 4
-    figure, axes = plt.subplots(-(-len(columns) // cols), cols, squeeze=False,
-                                figsize=(4 * cols, 2.8 * -(-len(columns) // cols)))
+    cols = min(4, len(columns))
+    rows = -(-len(columns) // cols)
+    figure, axes = plt.subplots(rows, cols, squeeze=False, figsize=(4 * cols, 2.8 * rows))
     for ax, c in zip(axes.flat, columns, strict=False):
         a, b = values(real, c), values(synthetic, c)
         if c.numeric:
@@ -140,12 +147,13 @@ def _marginals(report: EvaluationReport, real: pa.Table, synthetic: pa.Table,
             ax.bar(x - 0.2, [np.mean(a == v) for v in top], 0.4, label="real")
             ax.bar(x + 0.2, [np.mean(b == v) for v in top], 0.4, label="synthetic")
             ax.set_xticks(x, [str(v)[:12] for v in top], rotation=60, fontsize=7)
-        ax.set_title(f"{c.name} ({report.column_shapes[c.name]:.3f})", fontsize=9)
+        title = c.name if shapes is None else f"{c.name} ({shapes[c.name]:.3f})"
+        ax.set_title(title, fontsize=9)
     for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     figure.tight_layout()
-    return _png(figure)
+    return figure
 
 
 def _pair_heatmap(report: EvaluationReport) -> bytes:
