@@ -192,6 +192,9 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
         unknown = sorted(set(payload) - {"n", "conditions", "seed"})
         if unknown:
             raise RequestError(400, f"unknown field '{unknown[0]}' (n, conditions, seed)")
+        if not isinstance(payload.get("conditions", {}), dict | None):  # never a path to read
+            raise RequestError(400, "'conditions' must be an object: {column: value | "
+                               "[values] | {\">=\": low, \"<\": high}}")
         watch.lap("decode")
         table = await get_backend().generate(payload["n"], payload.get("conditions"),
                                              payload.get("seed"))

@@ -43,6 +43,14 @@ BAD_GENERATE_REQUESTS = [
     ({"n": "5"}, 400, "integer 'n'"),
     ({"n": 5, "conditions": {"income": "lots"}}, 422, "'income': condition value 'lots'"),
     ({"n": 5, "temperature": 2}, 400, "unknown field 'temperature'"),
+    ({"n": 5, "conditions": "/etc/passwd"}, 400, "'conditions' must be an object"),
+    ({"n": 5, "conditions": {"workclass": "Astronaut"}}, 422,
+     "workclass = 'Astronaut': no such value was seen in training"),
+    ({"n": 5, "conditions": {"age": {">=": 40, "<": 30}}}, 422, "is empty"),
+    ({"n": 5, "conditions": {"age": {">=": 200}}}, 422, "the model draws no such value"),
+    ({"n": 5, "conditions": {"workclass": {">": "P"}}}, 422, "a range needs a numeric"),
+    ({"n": 5, "conditions": {"age": {"=>": 3}}}, 422, "a range is a mapping of"),
+    ({"n": 5, "conditions": {"nope": 1}}, 422, "'nope': it is not a column of this model"),
 ]
 
 

@@ -14,6 +14,7 @@ from pipelines import logs
 from pipelines.batch import JOBS, EmbedJob, GenerateJob, ScoreJob, job_for
 from pipelines.progress import epoch_line
 from vae_cli import main
+from vae_cli.commands import condition_flags
 from vae_cli.parser import build_parser
 
 VAE = str(Path(sys.executable).with_name("vae"))
@@ -109,8 +110,11 @@ def test_batch_jobs_are_built_by_keywords_only():
 
 def test_generate_checks_its_conditions_before_any_ray_work(adult_cvae):
     job = GenerateJob(model="m", output="o", n=5, conditions={"colour": "red"})
-    with pytest.raises(ValueError, match="'colour' is not a condition column"):
+    with pytest.raises(ValueError, match="'colour': it is not a column of this model"):
         job.validate(adult_cvae, None)
+    with pytest.raises(ValueError, match="'old' is not a int64"):
+        GenerateJob(model="m", output="o", n=5, conditions={"age": "old"}).validate(
+            adult_cvae, None)
     with pytest.raises(ValueError, match="not both"):
         GenerateJob(model="m", output="o", conditions={"income": ">50K"}).validate(adult_cvae, 9)
     with pytest.raises(ValueError, match="--n ≥ 1"):
@@ -189,3 +193,14 @@ def test_evaluate_writes_its_report_and_names_bad_input_in_one_line(adult_cvae, 
         assert main([*base, *extra, "--output", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], (extra, err)
+
+
+def test_condition_flags_read_values_sets_and_bounds():
+    flags = ["age>=30", "age<40", "workclass=Private", "workclass=State-gov", "income=>50K",
+             "sex=Female"]
+    assert condition_flags(flags) == {"age": {">=": "30", "<": "40"},
+                                      "workclass": ["Private", "State-gov"],
+                                      "income": ">50K", "sex": "Female"}
+    for bad in (["age"], ["=30"], ["age>="], ["age=30", "age<40"]):
+        with pytest.raises(ValueError, match="--condition"):
+            condition_flags(bad)

@@ -55,6 +55,11 @@ def test_embed_generate_model_health(client, adult_cvae, adult_test):
     a, b = client.post("/v1/generate", json=body), client.post("/v1/generate", json=body)
     assert a.status_code == 200 and a.json() == b.json()
     assert {r["income"] for r in a.json()["rows"]} == {">50K"}
+    ranged = {"n": 30, "seed": 1, "conditions": {"age": {">=": 30, "<": 40},
+                                                 "workclass": ["Private", "State-gov"]}}
+    got = client.post("/v1/generate", json=ranged).json()["rows"]
+    assert len(got) == 30 and all(30 <= r["age"] < 40 for r in got)
+    assert {r["workclass"] for r in got} <= {"Private", "State-gov"}
     info = client.get("/v1/model").json()
     assert info["alias"] == "champion" and info["thresholds"]["0.99"] > 0
     assert [c["name"] for c in info["schema"]] == adult_test.column_names

@@ -61,15 +61,33 @@ def jobs(args: argparse.Namespace) -> None:
     say(str(action[args.action](args.address, args.job_id)))
 
 
+def condition_flags(items: list[str]) -> dict:
+    """``--condition`` flags as vae_core.conditions takes them: COL=VALUE (repeated: any of
+    the values) or a bound COL>=X, COL>X, COL<=X, COL<X (two make a range). The operator is
+    the first of < > = in the flag, so a value may hold them: income=>50K is '>50K'."""
+    conditions: dict = {}
+    for item in items:
+        at = min((i for i in (item.find(ch) for ch in "<>=") if i >= 0), default=-1)
+        op = item[at:at + 2] if item[at:at + 2] in (">=", "<=") else item[at:at + 1]
+        name, value = item[:at], item[at + len(op):]
+        if at <= 0 or value == "":
+            raise ValueError(f"--condition {item!r}: expected COL=VALUE, COL>=X, COL>X, "
+                             "COL<=X or COL<X")
+        held = conditions.get(name)
+        if op == "=" and (held is None or isinstance(held, list)):
+            conditions[name] = [*(held or []), value]
+        elif op != "=" and (held is None or isinstance(held, dict)):
+            conditions[name] = {**(held or {}), op: value}
+        else:
+            raise ValueError(f"--condition {item!r}: '{name}' takes values or bounds, not both")
+    return {k: v[0] if isinstance(v, list) and len(v) == 1 else v
+            for k, v in conditions.items()}
+
+
 def batch(args: argparse.Namespace) -> None:
     from pipelines.batch import job_for, run
 
-    conditions = {}
-    for item in getattr(args, "condition", []):
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--condition {item!r}: expected COL=VALUE")
-        conditions[name] = value
+    conditions = condition_flags(getattr(args, "condition", []))
     common = {"model": args.model, "output": args.output, "input": args.input,
               "seed": args.seed, "overwrite": args.overwrite, "actors": args.actors,
               "gpus_per_actor": args.gpus_per_actor, "batch_rows": args.batch_rows,

@@ -169,8 +169,9 @@ def add_batch_flags(parser: argparse.ArgumentParser, action: str) -> None:
         parser.add_argument("--n", type=int, default=None, help=with_default(
             "rows to generate", "one per condition row of --input"))
         parser.add_argument("--condition", action="append", default=[], metavar="COL=VALUE",
-                            help="fix a condition column, repeatable (default: drawn from "
-                                 "the training rows)")
+                            help="a condition on any modelled column, repeatable: COL=VALUE "
+                                 "(repeated for a column: any of the values) or a bound "
+                                 "COL>=X, COL>X, COL<=X, COL<X (default: none)")
     parser.add_argument("--actors", type=int, default=None, help=with_default(
         "model actors", "half the cluster's CPUs, or one per GPU share"))
     parser.add_argument("--gpus-per-actor", type=float, default=0.0, help=with_default(

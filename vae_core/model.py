@@ -26,7 +26,7 @@ import torch
 from vae_core import evaluation
 from vae_core.artifact import read_model_folder, write_model_folder
 from vae_core.calibration import Calibration
-from vae_core.conditions import condition_rows
+from vae_core.conditions import condition_rows, split_conditions
 from vae_core.config import (
     ModelConfig,
     TrainConfig,
@@ -34,6 +34,7 @@ from vae_core.config import (
     check_compatible,
     split_options,
 )
+from vae_core.constrained_sampling import sample_constrained
 from vae_core.data.schema import infer_schema
 from vae_core.data.statistics import TableStatistics
 from vae_core.data.tables import TableLike, as_table
@@ -262,8 +263,11 @@ class TabularVAE:
                seed: int | None = None, start: int = 0) -> pa.Table:
         """n synthetic rows with the training table's columns and dtypes.
 
-        ``conditions`` (CVAE): a mapping ``{column: value}`` applied to every row, or a table
-        of n rows (or one row, repeated). Without it a conditional model draws conditions
+        ``conditions``: a mapping applied to every row, ``{column: value | [values] |
+        {">=": low, "<": high}}`` for any modelled column (vae_core.conditions; columns
+        that are not declared conditions are met by truncation and rejection, see
+        vae_core.constrained_sampling); or, for a CVAE, a table of n rows of its condition
+        columns (or one row, repeated). Without it a conditional model draws conditions
         from their training marginals. Id and ignored columns come back null.
         The rows are rows start..start+n of the seed's stream, so that
         ``sample(a + b, seed=s)`` equals ``sample(a, seed=s)`` followed by
@@ -274,6 +278,12 @@ class TabularVAE:
         if n < 0 or start < 0:
             raise ValueError("n and start must be ≥ 0")
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
+        if isinstance(conditions, Mapping):
+            fixed, constraints = split_conditions(transformer, conditions)
+            if constraints or len(fixed) < len(transformer.schema.conditions):
+                return sample_constrained(module, transformer, constraints, fixed, n, seed,
+                                          start, self.device)
+            conditions = fixed
         given = condition_rows(transformer, n, conditions)
         used = 0
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vae_core import SchemaError, TabularVAE
+from vae_core import TabularVAE
 from vae_core.embedding_table import embedding_table
 
 Runs = list[tuple[int, int, int]]  # (offset in the batch, length, first row number)
@@ -109,14 +109,16 @@ class EmbedJob(BatchJob):
 @dataclass(frozen=True, kw_only=True)
 class GenerateJob(BatchJob):
     """Synthetic rows with the training schema: ``n`` rows of the seed's stream, optionally
-    with fixed conditions, or one row per condition row of ``input``."""
+    meeting conditions on any column, or one row per condition row of ``input``."""
 
     action: ClassVar[str] = "generate"
     verb: ClassVar[str] = "generated"
     needs_input: ClassVar[bool] = False
 
     n: int | None = None  # rows to generate (default: one per condition row)
-    conditions: dict[str, str] = field(default_factory=dict)  # column → value, as typed
+    # column → value, [values] or {">=": low, "<": high} (vae_core.conditions; strings are
+    # cast to the column's type)
+    conditions: dict[str, Any] = field(default_factory=dict)
 
     def check_input(self, vae: TabularVAE, empty: pa.Table) -> None:
         vae.transformer.transform_conditions(empty)
@@ -132,28 +134,11 @@ class GenerateJob(BatchJob):
                              f"{self.input}")
         if input_rows is None and not (self.n and self.n >= 1):
             raise ValueError("vae generate needs --n ≥ 1 (or condition rows in --input)")
-        vae.sample(1, conditions=self.typed_conditions(vae) or None, seed=0)  # names, values
+        vae.sample(1, conditions=self.conditions or None, seed=0)  # names, values, rate
         return self.n if input_rows is None else input_rows
 
-    def typed_conditions(self, vae: TabularVAE) -> dict[str, Any]:
-        """``--condition col=value`` strings cast to the column's training type. A name that
-        is no condition column is left for vae_core's check, which names it."""
-        schema = vae.transformer.schema
-        names = {s.name for s in schema.conditions}
-        typed: dict[str, Any] = {}
-        for name, value in self.conditions.items():
-            if name not in names or not isinstance(value, str):
-                typed[name] = value
-                continue
-            try:
-                typed[name] = pa.array([value]).cast(schema.arrow_type(name))[0].as_py()
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                raise SchemaError(f"condition '{name}={value}': not a "
-                                  f"{schema.arrow_type(name)} ({e})", name) from e
-        return typed
-
     def compute(self, vae: TabularVAE, table: pa.Table | None, runs: Runs) -> pa.Table:
-        conditions = self.typed_conditions(vae) or None
+        conditions = self.conditions or None
         return pa.concat_tables(  # rows first… of the seed's stream, per run
             vae.sample(n, seed=self.seed, start=first,
                        conditions=conditions if table is None else table.slice(offset, n))

@@ -111,6 +111,14 @@ def test_generate_equals_in_process_sampling_and_honours_conditions(model, with_
     assert rich.column("income").unique().to_pylist() == [">50K"]
     assert rich.equals(model.sample(5000, conditions={"income": ">50K"}, seed=4))
 
+    # Conditions on any column, as the CLI passes them (strings), in pieces of 700 rows.
+    ranged = {"age": {">=": "30", "<": "40"}, "workclass": ["Private", "State-gov"]}
+    run(GenerateJob(model=CHAMPION, output=str(tmp_path / "ranged"), n=3000, seed=5,
+                    conditions=ranged, batch_rows=700))
+    assert read_output(tmp_path / "ranged").equals(model.sample(
+        3000, conditions={"age": {">=": 30, "<": 40}, "workclass": ["Private", "State-gov"]},
+        seed=5))
+
     conditions = with_ids.select(["income"]).slice(0, 3000)  # one output row per input row
     pq.write_table(conditions, tmp_path / "conditions.parquet", row_group_size=900)
     run(GenerateJob(model=CHAMPION, output=str(tmp_path / "per-row"),

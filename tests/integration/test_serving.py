@@ -124,6 +124,10 @@ def test_http_results_equal_in_process(server, versions, adult_test):
              headers={"accept": ARROW_STREAM})
     assert table_from_arrow(r.content, 100).equals(
         vae.sample(50, conditions={"income": ">50K"}, seed=3))
+    ranged = {"age": {">=": 30, "<": 40}, "workclass": ["Private", "State-gov"]}
+    r = post(server, "/v1/generate", json={"n": 40, "conditions": ranged, "seed": 5},
+             headers={"accept": ARROW_STREAM})
+    assert table_from_arrow(r.content, 100).equals(vae.sample(40, conditions=ranged, seed=5))
 
     info = httpx.get(server["url"] + "/v1/model", headers=AUTH).json()
     assert (info["name"], info["version"], info["alias"]) == (MODEL, "1", "champion")

@@ -212,16 +212,23 @@ class CategoricalHead(nn.Module):
         return (x * shifted) @ self.membership - (shifted.exp() @ self.membership).log()
 
     def sample(self, logits: torch.Tensor, generator: torch.Generator | None,
-               most_likely: bool = False, columns: slice = ALL) -> torch.Tensor:
-        """One-hot draws [..., slots of ``columns``], flat, from the flat logits of all."""
+               most_likely: bool = False, columns: slice = ALL,
+               allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """One-hot draws [..., slots of ``columns``], flat, from the flat logits of all;
+        ``allowed`` [widest] (one column): only from those of its slots, renormalised."""
         padded = self.padded[columns]
-        logits = logits[..., padded].masked_fill(~self.sampleable[columns], -math.inf)
+        sampleable, last = self.sampleable[columns], self.last[columns]
+        if allowed is not None:
+            sampleable = sampleable & allowed
+            last = torch.where(sampleable, torch.arange(sampleable.shape[-1],
+                                                        device=sampleable.device), 0).amax(-1)
+        logits = logits[..., padded].masked_fill(~sampleable, -math.inf)
         if most_likely:
             choice = logits.argmax(-1)
         else:  # inverse CDF: one uniform per cell (torch.multinomial is ~6× slower here)
             u = torch.rand(logits.shape[:-1], generator=generator, device=logits.device)
             below = (logits.softmax(-1).cumsum(-1) < u.unsqueeze(-1)).sum(-1)
-            choice = torch.minimum(below, self.last[columns])  # never a pad
+            choice = torch.minimum(below, last)  # never a pad, nor a slot not allowed
         first = self.first[columns]
         slots = int(self.segment.shape[0]) if columns == ALL else int(
             (~self.pad[columns]).sum())

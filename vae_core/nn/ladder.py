@@ -133,11 +133,10 @@ class LadderVAEModule(LatentVariableModule):
                          + (self.top_prior(z2).log_prob(z2) - q2.log_prob(z2)).sum(-1))
         return torch.cat(log_w), column_sum / k
 
-    @torch.no_grad()
-    def sample(self, n: int, c: torch.Tensor, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu") -> torch.Tensor:
-        """Top-down: z₂ ~ p(z₂), z₁ ~ p(z₁ | z₂), x ~ p(x | z₁, z₂, c)."""
+    def prior_code(self, n: int, generator: torch.Generator | None,
+                   device: torch.device | str) -> torch.Tensor:
+        """Top-down: z₂ ~ p(z₂), z₁ ~ p(z₁ | z₂); the decoder reads [z₁, z₂]."""
         z2 = torch.randn((n, self.top_latent_dim), generator=generator, device=device)
         p1 = self.conditional_prior(z2)
         z1 = p1.loc + p1.scale * torch.randn(p1.loc.shape, generator=generator, device=device)
-        return self.generate(torch.cat([z1, z2], -1), c, generator)
+        return torch.cat([z1, z2], -1)

@@ -2,7 +2,7 @@
 
 A variant defines the abstract methods — ``posterior`` (the distribution embeddings are
 read from), ``elbo_terms`` (one-sample reconstruction and per-dimension KL),
-``importance_weights`` and ``sample`` — and sets ``noise_dim`` (standard-normal draws per
+``importance_weights`` and ``prior_code`` — and sets ``noise_dim`` (standard-normal draws per
 importance sample) and ``embedding_dim``. The decoder, the bounds built on those methods
 and the row generation are then the same for all:
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from torch.distributions import Normal
 from vae_core.nn.autoregressive import ColumnAutoregression
 from vae_core.nn.blocks import mlp
 from vae_core.nn.likelihood import ColumnLikelihood
+from vae_core.nn.truncation import Restriction
 
 
 class LatentVariableModule(nn.Module, ABC):
@@ -62,9 +64,23 @@ class LatentVariableModule(nn.Module, ABC):
         """(log w [k, rows], log p(x_col | z) per column averaged over the k samples)."""
 
     @abstractmethod
+    def prior_code(self, n: int, generator: torch.Generator | None,
+                   device: torch.device | str) -> torch.Tensor:
+        """n draws of what the decoder reads, from the prior."""
+
+    @torch.no_grad()
     def sample(self, n: int, c: torch.Tensor, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu") -> torch.Tensor:
         """n encoded rows drawn from the model, z from the prior."""
+        return self.generate(self.prior_code(n, generator, device), c, generator)
+
+    @torch.no_grad()
+    def sample_within(self, n: int, c: torch.Tensor, restrictions: Mapping[int, Restriction],
+                      generator: torch.Generator | None = None,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """n rows as ``sample`` draws them, restricted columns truncated, and their log w."""
+        return self.generate_within(self.prior_code(n, generator, device), c, restrictions,
+                                    generator)
 
     # -- the decoder -----------------------------------------------------------------------
     def _factorised(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -89,14 +105,37 @@ class LatentVariableModule(nn.Module, ABC):
                  most_likely: bool = False) -> torch.Tensor:
         """Encoded rows x ~ p(x | z, c) (or each column's most likely value): in one pass, or
         column by column (autoregressive)."""
+        return self.generate_within(z, c, {}, generator, most_likely)[0]
+
+    def generate_within(self, z: torch.Tensor, c: torch.Tensor,
+                        restrictions: Mapping[int, Restriction],
+                        generator: torch.Generator | None, most_likely: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``generate``, with column j (span index) of ``restrictions`` drawn from its
+        distribution truncated to the allowed set A_j; also log w = Σ_j log P(x_j ∈ A_j | z,
+        c, x_<j), the mass those sets had (vae_core.nn.truncation)."""
         out = self._factorised(z, c)
-        if self.autoregression is None:
-            return self.likelihood.sample(out, generator, most_likely)
+        log_w = out.new_zeros(out.shape[:-1])
+        spans = self.likelihood.spans
+        if self.autoregression is None:  # columns are independent given z: redraw the few
+            x = self.likelihood.sample(out, generator, most_likely)
+            for j, restriction in restrictions.items():
+                slots, log_mass = self.likelihood.sample_column_within(out, j, restriction,
+                                                                       generator)
+                x[..., spans[j].start:spans[j].start + spans[j].width] = slots
+                log_w = log_w + log_mass
+            return x, log_w
         x = torch.zeros(*out.shape[:-1], self.x_dim, device=out.device)
-        for j, span in enumerate(self.likelihood.spans):  # column j sees columns < j drawn
-            x[..., span.start:span.start + span.width] = self.likelihood.sample_column(
-                out + self.autoregression(x).float(), j, generator, most_likely)
-        return x
+        for j, span in enumerate(spans):  # column j sees columns < j drawn
+            params = out + self.autoregression(x).float()
+            if j in restrictions:
+                slots, log_mass = self.likelihood.sample_column_within(
+                    params, j, restrictions[j], generator)
+                log_w = log_w + log_mass
+            else:
+                slots = self.likelihood.sample_column(params, j, generator, most_likely)
+            x[..., span.start:span.start + span.width] = slots
+        return x, log_w
 
     # -- bounds ----------------------------------------------------------------------------
     def layer_posteriors(self, x: torch.Tensor, c: torch.Tensor) -> list[Normal]:

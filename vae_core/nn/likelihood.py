@@ -22,6 +22,12 @@ from vae_core.nn.heads import (
     NumericHead,
 )
 from vae_core.nn.layout import ColumnLayout
+from vae_core.nn.truncation import (
+    Restriction,
+    binary_within,
+    categorical_within,
+    numeric_within,
+)
 
 
 class RowDistributions(NamedTuple):
@@ -82,3 +88,22 @@ class ColumnLikelihood(nn.Module):
             return self.binary.sample(bins[..., binary, :], generator, most_likely,
                                       binary).flatten(-2)
         return self.categorical.sample(cat_logits, generator, most_likely, categorical)
+
+    def sample_column_within(self, out: torch.Tensor, column: int, restriction: Restriction,
+                             generator: torch.Generator | None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Column ``column`` drawn from its distribution truncated to ``restriction``: (its
+        encoded slots [..., width], log P(x_col ∈ allowed) [...]); vae_core.nn.truncation."""
+        num, bins, cat_logits = self.layout.grouped_output(out)
+        numeric, binary, categorical = self.layout.group_of[column]
+        head = self.spans[column].head
+        if head == "numeric":
+            x, log_mass = numeric_within(self.numeric, num[..., numeric, :], numeric,
+                                         restriction, generator)
+            return x.flatten(-2), log_mass
+        if head == "binary":
+            x, log_mass = binary_within(self.binary, bins[..., binary, :], binary, restriction,
+                                        generator)
+            return x.flatten(-2), log_mass
+        return categorical_within(self.categorical, cat_logits, categorical, restriction,
+                                  generator)

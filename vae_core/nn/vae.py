@@ -80,8 +80,7 @@ class VAEModule(LatentVariableModule):
                          - q.log_prob(z).sum(-1))
         return torch.cat(log_w), column_sum / k
 
-    @torch.no_grad()
-    def sample(self, n: int, c: torch.Tensor, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu") -> torch.Tensor:
-        z = torch.randn((n, self.latent_dim), generator=generator, device=device)
-        return self.generate(z, c, generator)
+    def prior_code(self, n: int, generator: torch.Generator | None,
+                   device: torch.device | str) -> torch.Tensor:
+        """z ~ p(z)."""
+        return torch.randn((n, self.latent_dim), generator=generator, device=device)
