@@ -176,7 +176,10 @@ def test_bad_inputs_fail_in_one_line_before_ray_work(model, scoring_input, with_
 
     code, err = cli("generate", "--model", CHAMPION, "--n", "10", "--condition", "colour=red",
                     "--output", str(tmp_path / "o7"), capsys=capsys)
-    assert code == 2 and "'colour' is not a condition column" in err
+    assert code == 2 and "'colour': it is not a column of this model" in err
+    code, err = cli("generate", "--model", CHAMPION, "--n", "10", "--condition", "age>=200",
+                    "--output", str(tmp_path / "o9"), capsys=capsys)
+    assert code == 2 and "age >= 200.0: the model draws no such value" in err
     code, err = cli("generate", "--model", CHAMPION, "--n", "10", "--condition", "income=lots",
                     "--output", str(tmp_path / "o8"), capsys=capsys)
     assert code == 2 and "'lots' was not seen" in err
