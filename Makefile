@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 TVAE_EPOCHS ?= 300
 TRAIN_ROWS ?= 1000000
 
-.PHONY: demo test test-fast lint bench bench-anomaly bench-embedding bench-variants clean
+.PHONY: demo test test-fast lint bench bench-anomaly bench-embedding bench-synthetic bench-variants clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ bench-anomaly: $(BENCH_STAMP)
 # The embedding preset against PCA on Adult, digits and 13 ADBench tables at d = 2, 8, 16.
 bench-embedding: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_embedding.py --dims 2,8,16 --out benchmarks/RESULTS.md
+
+# Synthesis beyond Adult (issue 19): the diamonds table against TVAE and GaussianCopula,
+# and conditions on any column against TVAE's rejection sampling (~25 min on 2 cores).
+bench-synthetic: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench_synthetic.py --table diamonds --tvae-epochs $(TVAE_EPOCHS) --out benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/bench_conditions.py --tvae-epochs $(TVAE_EPOCHS) --out benchmarks/RESULTS.md
 
 # The model variants' figures (issue 8): disentanglement and the hierarchical VAE.
 bench-variants: $(BENCH_STAMP)

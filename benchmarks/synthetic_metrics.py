@@ -1,9 +1,10 @@
-"""How good a synthetic Adult table is: fidelity, ML efficacy and privacy.
+"""How good a synthetic table is (Adult, diamonds): fidelity, ML efficacy and privacy.
 
 * ``quality``: SDMetrics' single-table QualityReport (overall, Column Shapes, Column Pair
   Trends), with the numeric / categorical metadata of ../shared/data/adult/README.md.
 * ``tstr``: train on synthetic, test on real. A HistGradientBoostingClassifier fitted on
-  the synthetic rows predicts ``income`` on the real test split: ROC-AUC and macro-F1.
+  the synthetic rows predicts the target (Adult: ``income``; diamonds: ``cut``, five
+  classes, ROC-AUC one-vs-rest) on the real test split: ROC-AUC and macro-F1.
 * ``detection``: can gradient-boosted trees tell the rows from real train rows (ROC-AUC)?
 * ``dcr``: distance to the closest train record, as ``vae evaluate`` measures it: Euclidean,
   with numbers min-max scaled by the train column's range and categories one-hot over the
@@ -14,22 +15,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-NUMERIC = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
-CATEGORICAL = ["workclass", "education", "marital-status", "occupation", "relationship",
-               "race", "sex", "native-country", "income"]
-TARGET = "income"
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table's columns as the metrics see them, and the TSTR target: ``positive`` is a
+    binary target's positive class; without it the target is multiclass (ROC-AUC one
+    class against the rest, averaged)."""
+
+    name: str
+    numeric: list[str]
+    categorical: list[str]
+    target: str
+    positive: str | None = None
 
 
-def metadata() -> dict:
-    return {"columns": {**{c: {"sdtype": "numerical"} for c in NUMERIC},
-                        **{c: {"sdtype": "categorical"} for c in CATEGORICAL}}}
+ADULT = TableSpec("Adult", ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss",
+                            "hours-per-week"],
+                  ["workclass", "education", "marital-status", "occupation", "relationship",
+                   "race", "sex", "native-country", "income"], "income", ">50K")
+DIAMONDS = TableSpec("diamonds", ["carat", "depth", "table", "price", "x", "y", "z"],
+                     ["cut", "color", "clarity"], "cut")
 
 
-def quality(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict[str, float]:
+def metadata(spec: TableSpec) -> dict:
+    return {"columns": {**{c: {"sdtype": "numerical"} for c in spec.numeric},
+                        **{c: {"sdtype": "categorical"} for c in spec.categorical}}}
+
+
+def quality(real: pd.DataFrame, synthetic: pd.DataFrame, spec: TableSpec) -> dict[str, float]:
     import warnings
 
     with warnings.catch_warnings():  # the single-table report is the issue's protocol
@@ -37,7 +56,7 @@ def quality(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict[str, float]:
         from sdmetrics.reports.single_table import QualityReport
 
     report = QualityReport()
-    report.generate(real, synthetic[real.columns], metadata(), verbose=False)
+    report.generate(real, synthetic[real.columns], metadata(spec), verbose=False)
     props = report.get_properties().set_index("Property")["Score"]
     return {"quality": float(report.get_score()), "shapes": float(props["Column Shapes"]),
             "pairs": float(props["Column Pair Trends"])}
@@ -54,13 +73,14 @@ def detection(real: pd.DataFrame, synthetic: pd.DataFrame, seed: int = 0) -> dic
     return {"detection": detection_auc(real_rows, rows, _columns(real_rows), seed)}
 
 
-def _features(frames: list[pd.DataFrame]) -> list[np.ndarray]:
+def _features(frames: list[pd.DataFrame], spec: TableSpec) -> list[np.ndarray]:
     """Numbers as they are, categories as codes over the union of all frames' values."""
-    out = [np.empty((len(f), len(NUMERIC) + len(CATEGORICAL) - 1)) for f in frames]
-    for j, col in enumerate(NUMERIC):
+    categorical = [c for c in spec.categorical if c != spec.target]
+    out = [np.empty((len(f), len(spec.numeric) + len(categorical))) for f in frames]
+    for j, col in enumerate(spec.numeric):
         for o, f in zip(out, frames, strict=True):
             o[:, j] = f[col].to_numpy(np.float64)
-    for j, col in enumerate([c for c in CATEGORICAL if c != TARGET], start=len(NUMERIC)):
+    for j, col in enumerate(categorical, start=len(spec.numeric)):
         levels = sorted(set().union(*(set(f[col].dropna().astype(str)) for f in frames)))
         code = {v: i for i, v in enumerate(levels)}
         for o, f in zip(out, frames, strict=True):
@@ -68,17 +88,18 @@ def _features(frames: list[pd.DataFrame]) -> list[np.ndarray]:
     return out
 
 
-def tstr(synthetic: pd.DataFrame, test: pd.DataFrame, seed: int = 0) -> dict[str, float]:
+def tstr(synthetic: pd.DataFrame, test: pd.DataFrame, spec: TableSpec,
+         seed: int = 0) -> dict[str, float]:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import f1_score, roc_auc_score
 
-    x_syn, x_test = _features([synthetic, test])
-    positive = ">50K"
-    y_syn = (synthetic[TARGET] == positive).to_numpy()
-    y_test = (test[TARGET] == positive).to_numpy()
-    if y_syn.all() or not y_syn.any():
+    x_syn, x_test = _features([synthetic, test], spec)
+    y_syn, y_test = (f[spec.target].astype(str).to_numpy() for f in (synthetic, test))
+    if spec.positive is not None:
+        y_syn, y_test = y_syn == spec.positive, y_test == spec.positive
+    if len(set(y_syn)) < 2:
         return {"roc_auc": 0.5, "macro_f1": 0.0}
-    categorical = np.arange(x_syn.shape[1]) >= len(NUMERIC)
+    categorical = np.arange(x_syn.shape[1]) >= len(spec.numeric)
     clf = HistGradientBoostingClassifier(categorical_features=categorical, random_state=seed)
     # Codes of levels the synthetic rows never use would be unknown to the model: mapped
     # to the missing-value bin by marking them NaN.
@@ -86,9 +107,12 @@ def tstr(synthetic: pd.DataFrame, test: pd.DataFrame, seed: int = 0) -> dict[str
     for j in np.flatnonzero(categorical):
         x_test[~np.isin(x_test[:, j], x_syn[:, j]), j] = np.nan
     clf.fit(x_syn, y_syn)
-    p = clf.predict_proba(x_test)[:, 1]
-    return {"roc_auc": float(roc_auc_score(y_test, p)),
-            "macro_f1": float(f1_score(y_test, p > 0.5, average="macro"))}
+    known = np.isin(y_test, clf.classes_)  # test rows of a class never generated: left out
+    proba, y_test = clf.predict_proba(x_test[known]), y_test[known]
+    auc = (roc_auc_score(y_test, proba[:, 1]) if spec.positive is not None else
+           roc_auc_score(y_test, proba, multi_class="ovr", labels=clf.classes_))
+    return {"roc_auc": float(auc), "macro_f1": float(f1_score(
+        y_test, clf.classes_[proba.argmax(1)], average="macro"))}
 
 
 def dcr(rows: pd.DataFrame, train: pd.DataFrame) -> dict[str, float]:
