@@ -126,3 +126,23 @@ def test_too_rare_conditions_fail_stating_the_rate(adult_cvae, monkeypatch):
     monkeypatch.setattr(sampling, "MIN_ACCEPTANCE", 0.9)
     with pytest.raises(sampling.ConditionError, match=r"rows drawn met them \(\d+\.\d+%\)"):
         adult_cvae.sample(10, conditions={"age": {">=": 75}}, seed=0)
+
+
+def test_binary_and_datetime_columns_take_conditions():
+    """A bool column takes a value, a date column a range given as strings (the CLI's)."""
+    from vae_core import TabularVAE
+
+    rng = np.random.default_rng(0)
+    amount = rng.lognormal(3, 1, 3000)
+    table = pa.table({
+        "amount": amount,
+        "large": amount > 30,
+        "day": pa.array(np.datetime64("2024-01-01") + rng.integers(0, 365, 3000)
+                        .astype("timedelta64[D]")).cast(pa.date32()),
+        "kind": rng.choice(["a", "b", "c"], 3000)})
+    vae = TabularVAE(epochs=3, latent_dim=4, seed=0).fit(table)
+    rows = vae.sample(300, conditions={"large": True, "day": {">=": "2024-06-01",
+                                                              "<": "2024-07-01"}}, seed=0)
+    assert rows["large"].to_pylist() == [True] * 300
+    days = rows["day"].to_pylist()
+    assert min(days).isoformat() >= "2024-06-01" and max(days).isoformat() < "2024-07-01"
