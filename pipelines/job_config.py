@@ -72,6 +72,10 @@ class JobConfig:
                                "checkpoint")
     promote: str = _field("auto", "auto: @champion if held-out log p(x) beats the current "
                           "champion's; never; always")
+    max_detection_roc_auc: float | None = _field(
+        None, "a second gate for @champion: the synthetic rows' detection ROC-AUC (vae "
+        "evaluate's, sampled vs validation rows; 0.5 = indistinguishable) must be at most "
+        "this (default: none)")
     schedule: str | None = _field(None, "cron expression of the retraining CronJob that "
                                   "`vae schedule` renders, e.g. '0 3 * * *'")
 

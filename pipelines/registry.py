@@ -66,7 +66,9 @@ class Promotion:
 
 
 def promote_if_better(name: str, version: str, new_log_px: float, rows: pa.Table,
-                      policy: str = "auto") -> Promotion:
+                      policy: str = "auto", blocked: str | None = None) -> Promotion:
+    """@candidate always; @champion by ``policy`` (auto: the held-out log p(x) beats the
+    champion's), unless ``blocked`` says why not (a quality gate the version failed)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -75,6 +77,8 @@ def promote_if_better(name: str, version: str, new_log_px: float, rows: pa.Table
     client.set_model_version_tag(name, version, VAL_LOG_PX_TAG, f"{new_log_px:.6f}")
     if policy == "never":
         return Promotion(False, "promotion disabled (promote: never)")
+    if blocked:
+        return Promotion(False, blocked)
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:

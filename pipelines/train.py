@@ -213,14 +213,16 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
         vae.save(folder)
         synthetic = vae.sample(val_rows.num_rows, seed=0)
         _log_figures(run_id, vae, val_rows, synthetic, scored)
-        _log_evaluation(run_id, vae, val_rows, synthetic, Path(tmp) / "evaluation")
+        detection = _log_evaluation(run_id, vae, val_rows, synthetic,
+                                    Path(tmp) / "evaluation")
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({"final_val_log_px": val_log_px, "final_val_elbo": val_elbo,
                                 "anomaly_threshold": vae.calibration.threshold()})
         version = registry.log_model(run_id, folder, job.model_name, val_rows.slice(0, 100),
                                      job.preset)
-    promotion = registry.promote_if_better(job.model_name, version, val_log_px, val_rows,
-                                           job.promote)
+    promotion = registry.promote_if_better(
+        job.model_name, version, val_log_px, val_rows, job.promote,
+        blocked=_detection_gate(detection, job.max_detection_roc_auc))
     outcome = TrainingOutcome(run_id, run_name, job.model_name, version, promotion.champion,
                               promotion.reason, val_elbo, val_log_px, len(vae.history),
                               time.perf_counter() - t0, result_checkpoint_path)
@@ -252,11 +254,19 @@ EVALUATION_METRICS = ("column_shapes", "pair_trends", "detection_roc_auc",
                       "dcr_synthetic_median", "dcr_holdout_median", "exact_copies_synthetic")
 
 
+def _detection_gate(detection: float | None, limit: float | None) -> str | None:
+    """Why the synthetic rows bar this version from @champion, if they do."""
+    if limit is None or detection is None or detection <= limit:
+        return None
+    return f"synthetic rows' detection ROC-AUC {detection:.3f} > max_detection_roc_auc {limit}"
+
+
 def _log_evaluation(run_id: str, vae: TabularVAE, rows: pa.Table, synthetic: pa.Table,
-                    folder: Path) -> None:
+                    folder: Path) -> float | None:
     """``vae evaluate``'s report of ``synthetic`` (as many sampled rows as there are
     validation rows) against the validation rows, which the model never trained on: metrics
-    ``synthetic.*`` and artifacts ``evaluation/`` (report.json, report.html, plots)."""
+    ``synthetic.*`` and artifacts ``evaluation/`` (report.json, report.html, plots). Returns
+    the detection ROC-AUC (None when too few rows to measure it)."""
     import mlflow
 
     report = vae.evaluate(rows, synthetic, seed=0)
@@ -265,3 +275,4 @@ def _log_evaluation(run_id: str, vae: TabularVAE, rows: pa.Table, synthetic: pa.
         mlflow.log_metrics({f"synthetic.{k}": report.summary[k] for k in EVALUATION_METRICS
                             if report.summary[k] is not None})
         mlflow.log_artifacts(str(folder), "evaluation")
+    return report.summary["detection_roc_auc"]

@@ -84,6 +84,12 @@ def test_the_champion_moves_only_for_a_better_model(mlflow_server, ray_local, ad
     registry.promote("adult-gate", "2")
     listed = {r["version"]: r["aliases"] for r in registry.list_versions("adult-gate")}
     assert listed["2"] == ["candidate", "champion"]
+    # A second gate: the synthetic rows' detection ROC-AUC (no model reaches 0.0).
+    gated = train(job(adult_slice, model_name="adult-gate", epochs=4,
+                      max_detection_roc_auc=0.0))
+    assert not gated.champion and "detection ROC-AUC" in gated.promotion
+    listed = {r["version"]: r["aliases"] for r in registry.list_versions("adult-gate")}
+    assert listed["3"] == ["candidate"] and listed["2"] == ["champion"]
 
 
 def test_a_tcvae_job_logs_each_kl_term_and_serves_from_the_registry(mlflow_server, ray_local,
