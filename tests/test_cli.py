@@ -201,6 +201,7 @@ def test_condition_flags_read_values_sets_and_bounds():
     assert condition_flags(flags) == {"age": {">=": "30", "<": "40"},
                                       "workclass": ["Private", "State-gov"],
                                       "income": ">50K", "sex": "Female"}
-    for bad in (["age"], ["=30"], ["age>="], ["age=30", "age<40"]):
+    assert condition_flags(["age >= 30", "age < 40"]) == {"age": {">=": "30", "<": "40"}}
+    for bad in (["age"], ["=30"], ["age>="], ["age=30", "age<40"], ["age>30", "age>40"]):
         with pytest.raises(ValueError, match="--condition"):
             condition_flags(bad)

@@ -116,6 +116,9 @@ def test_kept_rows_follow_the_models_conditional(which, condition, other, reques
     ({"age": {"between": [1, 2]}}, "a range is a mapping of"),
     ({"workclass": {"<": "S"}}, "a range needs a numeric"),
     ({"salary": 1}, "'salary': it is not a column of this model"),
+    ({"age": 10 ** 20}, "is not a int64"),
+    ({"income": "lots", "age": {">=": 30}}, "condition value 'lots' was not seen"),
+    ({"income": ["lots", "more"]}, "no such value was seen in training"),
 ])
 def test_impossible_conditions_are_one_line_errors(adult_cvae, condition, words):
     with pytest.raises(SchemaError, match=words):
@@ -146,3 +149,22 @@ def test_binary_and_datetime_columns_take_conditions():
     assert rows["large"].to_pylist() == [True] * 300
     days = rows["day"].to_pylist()
     assert min(days).isoformat() >= "2024-06-01" and max(days).isoformat() < "2024-07-01"
+    with pytest.raises(SchemaError, match="draws no such value"):  # no whole day inside
+        vae.sample(5, conditions={"day": {">": "2024-06-01", "<": "2024-06-02"}})
+
+
+def test_a_range_maps_to_its_exact_interval_of_z(adult_train):
+    """With numeric_transform: standard, z = (x − mean) / std: capital-gain ≥ 70,000 is
+    ~9σ out, beyond where the quantile map puts any value; the edges are found exactly."""
+    from vae_core import TabularVAE
+
+    vae = TabularVAE(epochs=1, latent_dim=4, seed=0, numeric_transform="standard")
+    vae.fit(adult_train.slice(0, 4000))
+    _, constraints = split_conditions(vae.transformer, {"capital-gain": {">=": 70_000,
+                                                                         "<": 80_000}})
+    (r,) = sampling.restrictions(vae.transformer, constraints).values()
+    qmap = vae.transformer.encoders["capital-gain"].qmap
+    # capital-gain is an integer column: 69,999.5 already rounds to 70,000, and < 80,000
+    # means ≤ 79,999, so below 79,999.5.
+    assert r.z_low == pytest.approx((69_999.5 - qmap.mean) / qmap.std, abs=1e-6)
+    assert r.z_high == pytest.approx((79_999.5 - qmap.mean) / qmap.std, abs=1e-6)

@@ -69,17 +69,18 @@ def condition_flags(items: list[str]) -> dict:
     for item in items:
         at = min((i for i in (item.find(ch) for ch in "<>=") if i >= 0), default=-1)
         op = item[at:at + 2] if item[at:at + 2] in (">=", "<=") else item[at:at + 1]
-        name, value = item[:at], item[at + len(op):]
-        if at <= 0 or value == "":
+        name, value = item[:at].strip(), item[at + len(op):].strip()
+        if at <= 0 or not name or value == "":
             raise ValueError(f"--condition {item!r}: expected COL=VALUE, COL>=X, COL>X, "
                              "COL<=X or COL<X")
         held = conditions.get(name)
         if op == "=" and (held is None or isinstance(held, list)):
             conditions[name] = [*(held or []), value]
-        elif op != "=" and (held is None or isinstance(held, dict)):
+        elif op != "=" and (held is None or isinstance(held, dict)) and op not in (held or {}):
             conditions[name] = {**(held or {}), op: value}
         else:
-            raise ValueError(f"--condition {item!r}: '{name}' takes values or bounds, not both")
+            raise ValueError(f"--condition {item!r}: '{name}' takes values or bounds, each "
+                             "bound once")
     return {k: v[0] if isinstance(v, list) and len(v) == 1 else v
             for k, v in conditions.items()}
 

@@ -47,6 +47,10 @@ class Constraint:
         """Which values satisfy it (null never does): bool [rows]."""
         if pa.types.is_dictionary(array.type):
             array = pc.cast(array, array.type.value_type)
+        if self.values is not None and array.type != self.values.type:
+            array = pc.cast(array, self.values.type)  # e.g. string_view decoded as string
+        elif pa.types.is_floating(array.type):  # float16/32 against float64 bounds
+            array = pc.cast(array, pa.float64())
         ok = pc.is_in(array, value_set=self.values) if self.values is not None else None
         for bound, inclusive, side in ((self.low, self.low_inclusive, ">"),
                                        (self.high, self.high_inclusive, "<")):
@@ -127,7 +131,8 @@ def _constraint(name: str, kind: Kind, arrow_type: pa.DataType, wanted: object) 
 def _cast(name: str, value: object, type_: pa.DataType) -> pa.Scalar:
     try:
         return pa.array([value]).cast(type_)[0]
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError,
+            TypeError) as e:
         raise SchemaError(f"condition on '{name}': {value!r} is not a {type_}", name) from e
 
 

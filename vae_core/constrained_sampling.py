@@ -10,11 +10,13 @@ Truncation alone is not the conditional: z and the earlier columns would stay as
 unconditioned (a z that means "aged 60" would still be drawn, its age then forced into
 30–40, and its occupation left a 60-year-old's). Keeping a row with probability w / M
 makes the kept rows exact draws from p(x | x ∈ A) when M ≥ sup w — rejection sampling
-with the truncated draws as proposal. M is the largest w met so far in the block
-(empirical-supremum rejection, Caffo, Booth & Davison 2002, consistent as the block
-grows): when a condition is rare for every z, far fewer rows are wasted than with M = 1,
-which would be plain rejection. Declared condition columns given a list or a range are
-drawn from their training marginals, as without conditions, and filtered.
+with the truncated draws as proposal. M = 1 is always safe, and is plain rejection. When
+a condition is rare for every z, sup w is far below 1 and most of those draws would be
+wasted, so M is twice the largest w met so far in the block, at most 1 (a margin on
+empirical-supremum rejection, Caffo, Booth & Davison 2002): exact unless a row's w
+exceeds twice every w of the block's first 1,024 draws and all since. Declared condition
+columns given a list or a range are drawn from their training marginals, as without
+conditions, and filtered.
 
 Every kept row is also checked in value space (a range's edge can fall inside one
 rounding step), so every row returned satisfies every condition. The rows come in blocks
@@ -27,7 +29,7 @@ an error that states the rate: never fewer rows than asked for.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -36,17 +38,21 @@ import torch
 
 from vae_core.conditions import Constraint
 from vae_core.data.schema import Kind
-from vae_core.data.transform import ColumnTransformer
+from vae_core.data.transform import ColumnTransformer, Span
 from vae_core.errors import DataError, SchemaError
 from vae_core.nn import LatentVariableModule
 from vae_core.nn.truncation import Restriction
 from vae_core.row_streams import blockwise
 
 BLOCK_ROWS = 256  # kept rows per block of the stream
-FIRST_DRAW_ROWS = 2048  # rows drawn first in a block: they set M and the acceptance rate
+FIRST_DRAW_ROWS = 1024  # rows drawn first in a block: they set M and the acceptance rate
 MAX_DRAW_ROWS = 32768  # rows drawn at once, to bound memory
 MIN_ACCEPTANCE = 0.001  # below this share of rows kept, sampling fails
-Z_GRID = np.linspace(-8.5, 8.5, 17_001)  # where numeric ranges are mapped into z
+ENVELOPE_MARGIN = 2.0  # M = this × the largest w met so far (at most 1)
+# Where numeric ranges are mapped into z: fine where the quantile map puts the data, and
+# tails out to 10⁴ for the standard map, whose z is (x − mean) / std.
+_TAIL = np.geomspace(8.5, 1e4, 400)[1:]
+Z_GRID = np.concatenate([-_TAIL[::-1], np.linspace(-8.5, 8.5, 17_001), _TAIL])
 
 
 class ConditionError(DataError):
@@ -59,32 +65,51 @@ def restrictions(transformer: ColumnTransformer, constraints: Sequence[Constrain
     condition (CVAE) columns are filtered, not truncated. Fails, naming the column, when
     no value the model draws satisfies a constraint."""
     index = {s.name: j for j, s in enumerate(transformer.feature_spans)}
+    declared = {s.name: s for s in transformer.condition_spans}
     out = {}
     for constraint in constraints:
         name = constraint.column
-        if name not in index:
-            continue
-        span, encoder = transformer.feature_spans[index[name]], transformer.encoders[name]
-        arrow_type = transformer.schema.arrow_type(name)
-        if span.head == "numeric":
-            out[index[name]] = _z_interval(constraint, encoder, arrow_type)
-            continue
-        slots = span.sampleable if span.head == "categorical" else 2
-        one_hot = np.eye(span.width)[:slots] if span.head == "categorical" else np.array(
-            [[0.0, 0.0], [1.0, 0.0]])
-        allowed = np.zeros(span.width if span.head == "categorical" else 2, bool)
-        allowed[:slots] = constraint.holds(encoder.decode(one_hot, arrow_type, generated=True))
-        if not allowed.any():
-            known = getattr(encoder, "categories", [False, True])[:20]
-            raise SchemaError(f"condition {constraint}: no such value was seen in training "
-                              f"(known: {known})", name)
-        out[index[name]] = Restriction(allowed=torch.from_numpy(allowed))
+        span = transformer.feature_spans[index[name]] if name in index else declared[name]
+        restriction = _restriction(span, transformer.encoders[name],
+                                   transformer.schema.arrow_type(name), constraint)
+        if name in index:  # a declared column is drawn from its marginal and filtered
+            out[index[name]] = restriction
     return out
 
 
+def _restriction(span: Span, encoder, arrow_type: pa.DataType, constraint: Constraint
+                 ) -> Restriction:
+    if span.head == "numeric":
+        return _z_interval(constraint, encoder, arrow_type)
+    slots = span.sampleable if span.head == "categorical" else 2
+    one_hot = np.eye(span.width)[:slots] if span.head == "categorical" else np.array(
+        [[0.0, 0.0], [1.0, 0.0]])
+    allowed = np.zeros(span.width if span.head == "categorical" else 2, bool)
+    allowed[:slots] = constraint.holds(encoder.decode(one_hot, arrow_type, generated=True))
+    if not allowed.any():
+        known = getattr(encoder, "categories", [False, True])[:20]
+        raise SchemaError(f"condition {constraint}: no such value was seen in training "
+                          f"(known: {known})", constraint.column)
+    return Restriction(allowed=torch.from_numpy(allowed))
+
+
+def _known(transformer: ColumnTransformer, name: str, value: object) -> np.ndarray:
+    """The encoded block of a declared condition column fixed to ``value``: an unseen value
+    is an error, as in ``transform_conditions``, never the "unknown" slot."""
+    return transformer.transform_conditions(pa.table(
+        {s.name: pa.array([value] if s.name == name else [None], transformer.schema.arrow_type(
+            s.name)) for s in transformer.schema.conditions}))[:, _span_slice(transformer, name)]
+
+
+def _span_slice(transformer: ColumnTransformer, name: str) -> slice:
+    span = next(s for s in transformer.condition_spans if s.name == name)
+    return slice(span.start, span.start + span.width)
+
+
 def _z_interval(constraint: Constraint, encoder, arrow_type: pa.DataType) -> Restriction:
-    """The interval of z whose values can satisfy the constraint, a little wider than exact
-    (one grid step; the value check rejects the rest). The value of z is monotone in z."""
+    """The interval of z whose values can satisfy the constraint: its edges found on a grid,
+    then by bisection, each kept on its failing side (the value check rejects the rest).
+    The value of z is monotone in z."""
     values = encoder.decode(np.stack([Z_GRID, Z_GRID, np.zeros_like(Z_GRID)], 1), arrow_type,
                             generated=True)
     if constraint.values is not None:
@@ -98,14 +123,35 @@ def _z_interval(constraint: Constraint, encoder, arrow_type: pa.DataType) -> Res
     low_ok, high_ok = above.holds(values), below.holds(values)
     drawn = pc.min_max(values).as_py()
     if not low_ok.any() or not high_ok.any() or (
-            (constraint.values is not None or encoder.spec.kind is Kind.INTEGER)
+            (constraint.values is not None or encoder.spec.kind is Kind.INTEGER
+             or pa.types.is_date(values.type))
             and not constraint.holds(values).any()):
         raise SchemaError(f"condition {constraint}: the model draws no such value (its "
                           f"values run {drawn['min']} … {drawn['max']}; a value too rare to "
                           "draw needs a range)", constraint.column)
-    z_low = Z_GRID[np.flatnonzero(~low_ok)[-1]] if not low_ok.all() else -math.inf
-    z_high = Z_GRID[np.flatnonzero(~high_ok)[0]] if not high_ok.all() else math.inf
-    return Restriction(z_low=float(z_low), z_high=float(z_high))
+    def value_at(z: float) -> pa.Array:
+        return encoder.decode(np.array([[z, z, 0.0]]), arrow_type, generated=True)
+
+    z_low = z_high = math.inf
+    if not low_ok.all():  # the edge lies between the last failing point and the next
+        i = np.flatnonzero(~low_ok)[-1]
+        z_low = _edge(Z_GRID[i], Z_GRID[i + 1], lambda z: bool(above.holds(value_at(z))[0]))
+    if not high_ok.all():
+        i = np.flatnonzero(~high_ok)[0]
+        z_high = _edge(Z_GRID[i - 1], Z_GRID[i], lambda z: not below.holds(value_at(z))[0])
+    return Restriction(z_low=float(-math.inf if low_ok.all() else z_low), z_high=float(z_high))
+
+
+def _edge(fails: float, holds: float, ok: Callable[[float], bool]) -> float:
+    """Bisection for the edge between a z where ``ok`` is false and one where it is true;
+    the end where it is false comes back, so the interval found still holds the edge (a
+    grid step is too coarse in the tails: a truncated draw piles up at its bound)."""
+    for _ in range(60):
+        middle = (fails + holds) / 2
+        if middle in (fails, holds):
+            break
+        fails, holds = (fails, middle) if ok(middle) else (middle, holds)
+    return fails
 
 
 def sample_constrained(module: LatentVariableModule, transformer: ColumnTransformer,
@@ -114,16 +160,12 @@ def sample_constrained(module: LatentVariableModule, transformer: ColumnTransfor
     """Rows start..start+n of the seed's stream of rows satisfying every constraint, with
     the declared condition columns in ``fixed`` set to their values."""
     restricted = restrictions(transformer, constraints)
-    fixed_blocks = {name: transformer.encoders[name].encode(pa.array([value], transformer.schema
-                                                                     .arrow_type(name)))[0]
-                    for name, value in fixed.items()}
-    condition_span = {s.name: s for s in transformer.condition_spans}
+    fixed_blocks = {name: _known(transformer, name, value) for name, value in fixed.items()}
 
     def conditions(rows: int, rng: np.random.Generator) -> np.ndarray:
         c = transformer.draw_conditions(rows, rng)
         for name, block in fixed_blocks.items():
-            span = condition_span[name]
-            c[:, span.start:span.start + span.width] = block
+            c[:, _span_slice(transformer, name)] = block
         return c
 
     @torch.inference_mode()
@@ -139,13 +181,14 @@ def sample_constrained(module: LatentVariableModule, transformer: ColumnTransfor
                     f"{MIN_ACCEPTANCE:.1%}; widen them, or declare the column a condition "
                     f"(columns: {{name: condition}}) to fix it exactly")
             rate = got / drawn if got else 1 / max(drawn, FIRST_DRAW_ROWS)
-            rows = FIRST_DRAW_ROWS if not drawn else int(min(
+            first = FIRST_DRAW_ROWS if restricted else int(1.25 * block_rows)  # w ≡ 1 else
+            rows = first if not drawn else int(min(
                 MAX_DRAW_ROWS, max(BLOCK_ROWS, 1.25 * (block_rows - got) / rate)))
             c = conditions(rows, rng)
             x, log_w = module.sample_within(rows, torch.from_numpy(c).float().to(device),
                                             restricted, gen, device)
             w = log_w.double().exp()
-            envelope = max(envelope, float(w.max()))
+            envelope = min(1.0, max(envelope, ENVELOPE_MARGIN * float(w.max())))
             keep = (torch.rand(rows, generator=gen, device=device, dtype=torch.float64)
                     * envelope < w).cpu().numpy()
             table = transformer.inverse(x[torch.from_numpy(keep).to(device)].double().cpu()

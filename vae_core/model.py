@@ -278,6 +278,8 @@ class TabularVAE:
         if n < 0 or start < 0:
             raise ValueError("n and start must be ≥ 0")
         seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
+        if isinstance(conditions, Mapping) and not conditions:
+            conditions = None
         if isinstance(conditions, Mapping):
             fixed, constraints = split_conditions(transformer, conditions)
             if constraints or len(fixed) < len(transformer.schema.conditions):
