@@ -13,8 +13,9 @@ makes the kept rows exact draws from p(x | x ∈ A) when M ≥ sup w — rejecti
 with the truncated draws as proposal. M = 1 is always safe, and is plain rejection. When
 a condition is rare for every z, sup w is far below 1 and most of those draws would be
 wasted, so M is twice the largest w met so far in the block, at most 1 (a margin on
-empirical-supremum rejection, Caffo, Booth & Davison 2002): exact unless a row's w
-exceeds twice every w of the block's first 1,024 draws and all since. Declared condition
+empirical-supremum rejection, Caffo, Booth & Davison 2002): exact when twice the largest
+w of the block's first 1,024 draws bounds every w; a larger w met later means the rows
+drawn before it were kept slightly too often. Declared condition
 columns given a list or a range are drawn from their training marginals, as without
 conditions, and filtered.
 
