@@ -29,6 +29,9 @@ class Limits:
     max_body_bytes: int = 64 * 2**20
     max_iwae_samples: int = 1024
     max_string_chars: int = 10_000  # per value of a text column
+    # rows a generate request's conditions on non-condition columns may draw (rejection):
+    # a rare condition must not hold a replica for minutes
+    max_generate_draws: int = 5_000_000
 
 
 class ModelService:
@@ -102,7 +105,8 @@ class ModelService:
         if not 1 <= n <= self.limits.max_generate:
             raise RequestError(422 if n < 1 else 413,
                                f"n must be in 1..{self.limits.max_generate}, got {n}")
-        return self.vae.sample(n, conditions=conditions, seed=seed)
+        return self.vae.sample(n, conditions=conditions, seed=seed,
+                               max_draws=self.limits.max_generate_draws)
 
     def _check_rows(self, table: pa.Table) -> None:
         if table.num_rows > self.limits.max_rows:
@@ -121,12 +125,14 @@ def _split(merged: pa.Table, parts: Sequence[pa.Table]) -> list[pa.Table]:
 
 
 def limits_from_env() -> Limits:
-    """VAE_SERVE_MAX_ROWS, VAE_SERVE_MAX_GENERATE, VAE_SERVE_MAX_BODY_BYTES override defaults."""
+    """VAE_SERVE_MAX_ROWS, VAE_SERVE_MAX_GENERATE, VAE_SERVE_MAX_BODY_BYTES,
+    VAE_SERVE_MAX_GENERATE_DRAWS override defaults."""
     d = Limits()
     return Limits(int(os.environ.get("VAE_SERVE_MAX_ROWS", d.max_rows)),
                   int(os.environ.get("VAE_SERVE_MAX_GENERATE", d.max_generate)),
                   int(os.environ.get("VAE_SERVE_MAX_BODY_BYTES", d.max_body_bytes)),
-                  d.max_iwae_samples, d.max_string_chars)
+                  d.max_iwae_samples, d.max_string_chars,
+                  int(os.environ.get("VAE_SERVE_MAX_GENERATE_DRAWS", d.max_generate_draws)))
 
 
 __all__ = ["Limits", "ModelService", "limits_from_env"]

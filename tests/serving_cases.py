@@ -9,7 +9,8 @@ import pyarrow as pa
 from serving.codecs import ARROW_STREAM
 from serving.service import Limits
 
-LIMITS = Limits(max_rows=500, max_generate=1000, max_body_bytes=2_000_000, max_string_chars=200)
+LIMITS = Limits(max_rows=500, max_generate=1000, max_body_bytes=2_000_000, max_string_chars=200,
+                max_generate_draws=5000)
 
 
 def rows(table: pa.Table, n: int) -> list[dict]:
@@ -51,6 +52,7 @@ BAD_GENERATE_REQUESTS = [
     ({"n": 5, "conditions": {"workclass": {">": "P"}}}, 422, "a range needs a numeric"),
     ({"n": 5, "conditions": {"age": {"=>": 3}}}, 422, "a range is a mapping of"),
     ({"n": 5, "conditions": {"nope": 1}}, 422, "'nope': it is not a column of this model"),
+    ({"n": 1000, "conditions": {"age": {">=": 60}}}, 422, "more than the 5,000 rows"),
 ]
 
 

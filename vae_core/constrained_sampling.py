@@ -157,10 +157,14 @@ def _edge(fails: float, holds: float, ok: Callable[[float], bool]) -> float:
 
 def sample_constrained(module: LatentVariableModule, transformer: ColumnTransformer,
                        constraints: Sequence[Constraint], fixed: Mapping, n: int, seed: int,
-                       start: int, device: torch.device) -> pa.Table:
+                       start: int, device: torch.device, max_draws: int | None = None
+                       ) -> pa.Table:
     """Rows start..start+n of the seed's stream of rows satisfying every constraint, with
-    the declared condition columns in ``fixed`` set to their values."""
+    the declared condition columns in ``fixed`` set to their values; at most ``max_draws``
+    rows drawn in all (a server's budget per request), else a ConditionError."""
     restricted = restrictions(transformer, constraints)
+    described = " and ".join(map(str, constraints)) or "conditions"
+    total = 0
     fixed_blocks = {name: _known(transformer, name, value) for name, value in fixed.items()}
 
     def conditions(rows: int, rng: np.random.Generator) -> np.ndarray:
@@ -171,13 +175,14 @@ def sample_constrained(module: LatentVariableModule, transformer: ColumnTransfor
 
     @torch.inference_mode()
     def draw(block_seed: int, block_rows: int, wanted: slice) -> pa.Table:
+        nonlocal total
         gen = torch.Generator(device=device).manual_seed(block_seed)
         rng = np.random.default_rng(block_seed)
         kept, got, drawn, envelope = [], 0, 0, 0.0
         while got < block_rows:
             if drawn >= block_rows / MIN_ACCEPTANCE:
                 raise ConditionError(
-                    f"conditions {' and '.join(map(str, constraints))}: {got} of {drawn:,} "
+                    f"conditions {described}: {got} of {drawn:,} "
                     f"rows drawn met them ({got / drawn:.3%}), below the limit of "
                     f"{MIN_ACCEPTANCE:.1%}; widen them, or declare the column a condition "
                     f"(columns: {{name: condition}}) to fix it exactly")
@@ -185,6 +190,12 @@ def sample_constrained(module: LatentVariableModule, transformer: ColumnTransfor
             first = FIRST_DRAW_ROWS if restricted else int(1.25 * block_rows)  # w ≡ 1 else
             rows = first if not drawn else int(min(
                 MAX_DRAW_ROWS, max(BLOCK_ROWS, 1.25 * (block_rows - got) / rate)))
+            if max_draws is not None and total + rows > max_draws:
+                raise ConditionError(
+                    f"conditions {described}: {n:,} rows need more than the {max_draws:,} "
+                    f"rows this request may draw (kept so far: {got} of {drawn:,}); ask for "
+                    "fewer rows or widen the conditions")
+            total += rows
             c = conditions(rows, rng)
             x, log_w = module.sample_within(rows, torch.from_numpy(c).float().to(device),
                                             restricted, gen, device)

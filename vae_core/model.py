@@ -260,7 +260,8 @@ class TabularVAE:
                            self.calibration, top_k, per_column)
 
     def sample(self, n: int, conditions: TableLike | Mapping | None = None,
-               seed: int | None = None, start: int = 0) -> pa.Table:
+               seed: int | None = None, start: int = 0,
+               max_draws: int | None = None) -> pa.Table:
         """n synthetic rows with the training table's columns and dtypes.
 
         ``conditions``: a mapping applied to every row, ``{column: value | [values] |
@@ -269,6 +270,7 @@ class TabularVAE:
         vae_core.constrained_sampling); or, for a CVAE, a table of n rows of its condition
         columns (or one row, repeated). Without it a conditional model draws conditions
         from their training marginals. Id and ignored columns come back null.
+        ``max_draws`` bounds the rows such conditions may draw (a server's budget).
         The rows are rows start..start+n of the seed's stream, so that
         ``sample(a + b, seed=s)`` equals ``sample(a, seed=s)`` followed by
         ``sample(b, seed=s, start=a)`` (with the matching condition rows): batch jobs
@@ -284,7 +286,7 @@ class TabularVAE:
             fixed, constraints = split_conditions(transformer, conditions)
             if constraints or len(fixed) < len(transformer.schema.conditions):
                 return sample_constrained(module, transformer, constraints, fixed, n, seed,
-                                          start, self.device)
+                                          start, self.device, max_draws)
             conditions = fixed
         given = condition_rows(transformer, n, conditions)
         used = 0
