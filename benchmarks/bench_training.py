@@ -117,12 +117,16 @@ def pipeline(folder: Path, epochs: int, workers: int, workdir: Path) -> dict:
     wall = time.perf_counter() - t0
     from mlflow.tracking import MlflowClient
 
-    history = MlflowClient().get_metric_history(outcome.run_id, "rows_per_second")
+    client = MlflowClient()
+    history = client.get_metric_history(outcome.run_id, "rows_per_second")
     rates = [m.value for m in sorted(history, key=lambda m: m.step)]
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in folder.glob("*.parquet"))
     train_rows = rows * (1 - job.train.validation_fraction)
     epoch_seconds = sum(train_rows / r for r in rates)
-    return {"rows_per_s": rates[-1], "wall_s": wall, "startup_s": wall - epoch_seconds}
+    stages = {k[5:-2]: v for k, v in client.get_run(outcome.run_id).data.metrics.items()
+              if k.startswith("time.")}  # pipelines/stage_times.py
+    return {"rows_per_s": rates[-1], "wall_s": wall, "startup_s": wall - epoch_seconds,
+            "stages": stages}
 
 
 def main() -> None:
@@ -183,6 +187,19 @@ def render(results: dict, args: argparse.Namespace) -> str:
         lines.append(f"| {names[key]} | {cores[key]} | {r['rows_per_s']:,.0f} | {ratio:.2f} | "
                      f"{ratio / cores[key]:.2f} | {startup} | {r['wall_s']:.0f} | "
                      f"{r['peak_rss_gb']:.1f} |")
+    timed = {key: r["stages"] for key, r in results.items() if r.get("stages")}
+    if timed:  # where the wall time of each `vae train` went (pipelines/stage_times.py)
+        stages = ["mlflow_connect", "input", "ray_start", "statistics", "mlflow_run",
+                  "loop_setup", "first_batch", "epochs", "training", "finalise", "registry"]
+        lines += ["", "Where the time went, seconds (the job's `time.*` metrics; `loop_setup`, "
+                  "`first_batch` — the wait for Ray Data's first encoded batch — and `epochs` "
+                  "are inside `training`, the rest of which is starting workers and Ray "
+                  "Train's checkpoints and reports):", "",
+                  "| what | " + " | ".join(stages) + " |",
+                  "| --- |" + " --- |" * len(stages)]
+        for key, t in timed.items():
+            lines.append(f"| {names[key]} | "
+                         + " | ".join(f"{t.get(s, float('nan')):.1f}" for s in stages) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 from pipelines import dataset, logs, plots, ray_runtime, registry, tracking
 from pipelines.job_config import JobConfig
 from pipelines.progress import epoch_line, epoch_lines, tapped
+from pipelines.stage_times import LOOP_STAGES, StageTimes, summary_line
 from pipelines.train_loop import checkpoint_dirs, train_loop
 from vae_core import ColumnTransformer, TabularVAE, infer_schema
 from vae_core.config import changed_fields
@@ -128,10 +129,12 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    t0 = time.perf_counter()
+    t0, clock = time.perf_counter(), StageTimes()
     uri, experiment_id = tracking.connect(job.experiment)
+    clock.lap("mlflow_connect")
     source = dataset.discover(job.data)
     schema = infer_schema(source.schema, job.columns)
+    clock.lap("input")
     storage = _storage_path(job)
     run_name = _run_name(job, storage)
     run_dir = Path(storage) / run_name if "://" not in storage else None
@@ -144,6 +147,7 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
         + (f"; logs: {log_file}" if log_file else ""))
 
     ray_runtime.init(job.address, log_to_driver=progress)
+    clock.lap("ray_start")
     ds = dataset.read(source)
     stats = dataset.distributed_statistics(ds, schema)
     job, preset = with_preset(job, TableShape.of(schema, stats))
@@ -154,7 +158,9 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
     train_ds, val_ds = dataset.encoded_splits(ds, transformer, job.train.validation_fraction,
                                               job.train.seed, source.rows)
 
+    clock.lap("statistics")
     run_id = _mlflow_run(job, experiment_id, run_dir, run_name, preset)
+    clock.lap("mlflow_run")
     log(f"run {run_name} (MLflow run {run_id}), {job.workers or 'local-mode'} worker(s)")
 
     scaling = ScalingConfig(num_workers=0) if job.workers == 0 else ScalingConfig(
@@ -188,6 +194,7 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
                                  failure_config=FailureConfig(max_failures=job.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)))
         result = trainer.fit()
+    clock.lap("training")
     if job.workers == 0:  # the Result's checkpoint is only a reference (see train_loop)
         kept = checkpoint_dirs(Path(local_root))
         result_checkpoint_path = str(kept[-1]) if kept else None
@@ -218,11 +225,14 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({"final_val_log_px": val_log_px, "final_val_elbo": val_elbo,
                                 "anomaly_threshold": vae.calibration.threshold()})
+        clock.lap("finalise")
         version = registry.log_model(run_id, folder, job.model_name, val_rows.slice(0, 100),
                                      job.preset)
     promotion = registry.promote_if_better(
         job.model_name, version, val_log_px, val_rows, job.promote,
         blocked=_detection_gate(detection, job.max_detection_roc_auc))
+    clock.lap("registry")
+    log(_log_times(run_id, clock))
     outcome = TrainingOutcome(run_id, run_name, job.model_name, version, promotion.champion,
                               promotion.reason, val_elbo, val_log_px, len(vae.history),
                               time.perf_counter() - t0, result_checkpoint_path)
@@ -252,6 +262,19 @@ def _log_figures(run_id: str, vae: TabularVAE, rows: pa.Table, synthetic: pa.Tab
 
 EVALUATION_METRICS = ("column_shapes", "pair_trends", "detection_roc_auc",
                       "dcr_synthetic_median", "dcr_holdout_median", "exact_copies_synthetic")
+
+
+def _log_times(run_id: str, clock: StageTimes) -> str:
+    """The driver's stage times as ``time.*`` metrics, beside the loop's (logged by it)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(clock.metrics())
+    logged = MlflowClient().get_run(run_id).data.metrics
+    loop = {stage: logged[f"time.{stage}_s"] for stage in LOOP_STAGES
+            if f"time.{stage}_s" in logged}
+    return summary_line(clock.seconds, loop)
 
 
 def _detection_gate(detection: float | None, limit: float | None) -> str | None:

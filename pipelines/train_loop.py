@@ -17,6 +17,7 @@ import contextlib
 import math
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +110,7 @@ def train_loop(cfg: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    entered = time.perf_counter()  # stage times: pipelines.stage_times
     torch.set_num_threads(cfg["torch_threads"])  # local mode runs in the driver: Ray won't
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -149,9 +151,13 @@ def train_loop(cfg: dict) -> None:
         mlflow.set_tracking_uri(cfg["tracking_uri"])
         mlflow.start_run(run_id=cfg["mlflow_run_id"])
 
+    times = {"loop_setup": time.perf_counter() - entered, "first_batch": 0.0}
+    epochs_started = time.perf_counter()
     for epoch in range(start_epoch, train_cfg.epochs):
-        sums = run_epoch(model, opt, _minibatches(train_shard, train_cfg.batch_size, device,
-                                                  shuffle), train_cfg, epoch, batches_per_epoch)
+        batches = _minibatches(train_shard, train_cfg.batch_size, device, shuffle)
+        if epoch == start_epoch:  # the first batch waits for Ray Data to start encoding
+            batches = _first_timed(batches, times)
+        sums = run_epoch(model, opt, batches, train_cfg, epoch, batches_per_epoch)
         lr = opt.param_groups[0]["lr"]
         schedule.step()
         module.eval()
@@ -184,8 +190,19 @@ def train_loop(cfg: dict) -> None:
                              checkpoint_dir_name=f"epoch_{epoch + 1:04d}")
         if stopper.should_stop:
             break
+    times["epochs"] = time.perf_counter() - epochs_started - times["first_batch"]
     if rank == 0 and cfg.get("mlflow_run_id"):
+        mlflow.log_metrics({f"time.{stage}_s": s for stage, s in times.items()})
         mlflow.end_run()
+
+
+def _first_timed(batches: Iterator, times: dict[str, float]) -> Iterator:
+    """``batches``, with the wait for the first one recorded as ``times["first_batch"]``."""
+    started = time.perf_counter()
+    for i, batch in enumerate(batches):
+        if i == 0:
+            times["first_batch"] = time.perf_counter() - started
+        yield batch
 
 
 def _module_with(module: torch.nn.Module, state: dict) -> torch.nn.Module:
