@@ -1,9 +1,9 @@
 """Where a training job's wall time goes, stage by stage, so that start-up can be read off
 a run instead of guessed: the driver's stages (MLflow, input discovery, Ray start, the
-statistics pass, training, the final scoring and evaluation, registration) and, from the
-training loop, its own set-up, the wait for the first encoded batch (Ray Data starting
-and encoding) and the time in epochs. Logged as MLflow metrics ``time.<stage>_s`` and
-printed as one line."""
+statistics pass, encoding, training, the final scoring and evaluation, registration) and,
+from the training loop, its own set-up, the wait for the first encoded batch (Ray Data
+starting, and encoding when the data streams) and the time in epochs. Logged as MLflow
+metrics ``time.<stage>_s`` and printed as one line."""
 
 from __future__ import annotations
 

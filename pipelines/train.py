@@ -24,11 +24,10 @@ from pipelines.job_config import JobConfig
 from pipelines.progress import epoch_line, epoch_lines, tapped
 from pipelines.stage_times import LOOP_STAGES, StageTimes, summary_line
 from pipelines.train_loop import checkpoint_dirs, train_loop
-from vae_core import ColumnTransformer, TabularVAE, infer_schema
+from vae_core import Calibration, ColumnTransformer, TabularVAE, infer_schema
 from vae_core.config import changed_fields
 from vae_core.model import CALIBRATION_ROWS
 from vae_core.presets import PresetChoice, TableShape, apply_preset
-from vae_core.training import holdout_mask
 
 RUN_ID_FILE = "mlflow_run_id"
 LOG_FILE = "vae.log"  # Ray's and MLflow's logs when the CLI is quiet
@@ -82,7 +81,7 @@ def with_preset(job: JobConfig, shape: TableShape) -> tuple[JobConfig, PresetCho
 
 
 def _mlflow_run(job: JobConfig, experiment_id: str, run_dir: Path | None, run_name: str,
-                preset: PresetChoice | None) -> str:
+                preset: PresetChoice | None, input_path: str) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -90,7 +89,8 @@ def _mlflow_run(job: JobConfig, experiment_id: str, run_dir: Path | None, run_na
         return (run_dir / RUN_ID_FILE).read_text().strip()
     run = client.create_run(experiment_id, run_name=run_name,
                             tags={"vae.model_name": job.model_name, "vae.data": job.data,
-                                  "vae.preset": job.preset or "none"})
+                                  "vae.preset": job.preset or "none",
+                                  "vae.input_path": input_path})
     flat = {**{k: v for k, v in job.to_dict().items() if k not in ("model", "train")},
             **{f"model.{k}": v for k, v in job.model.to_dict().items() if k != "columns"},
             **{f"train.{k}": v for k, v in job.train.to_dict().items()},
@@ -102,20 +102,6 @@ def _mlflow_run(job: JobConfig, experiment_id: str, run_dir: Path | None, run_na
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_ID_FILE).write_text(run.info.run_id)
     return run.info.run_id
-
-
-def _validation_rows(ds, transformer: ColumnTransformer, job: JobConfig) -> pa.Table:
-    """Up to CALIBRATION_ROWS raw validation rows (the same hash split the trainer used)."""
-    import ray
-
-    def pick(batch: pa.Table) -> pa.Table:
-        enc = transformer.transform(batch)
-        mask = holdout_mask(enc.x, job.train.validation_fraction, job.train.seed)
-        return batch.filter(pa.array(mask)) if job.train.validation_fraction > 0 else batch
-
-    parts = ray.get(ds.map_batches(pick, batch_format="pyarrow").limit(
-        CALIBRATION_ROWS).to_arrow_refs())
-    return pa.concat_tables(parts).combine_chunks()
 
 
 def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = False
@@ -155,13 +141,15 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
         log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in preset.filled.items()))
     transformer = ColumnTransformer.fit(schema, stats, job.model.max_categories,
                                         job.model.max_knots, job.model.numeric_transform)
-    train_ds, val_ds = dataset.encoded_splits(ds, transformer, job.train.validation_fraction,
-                                              job.train.seed, source.rows)
-
     clock.lap("statistics")
-    run_id = _mlflow_run(job, experiment_id, run_dir, run_name, preset)
+    train_ds, val_ds, materialised = dataset.encoded_splits(
+        ds, transformer, job.train.validation_fraction, job.train.seed, source.rows)
+    clock.lap("encoding")  # materialised here when it fits; else streamed during training
+    input_path = "materialised" if materialised else "streamed"
+    run_id = _mlflow_run(job, experiment_id, run_dir, run_name, preset, input_path)
     clock.lap("mlflow_run")
-    log(f"run {run_name} (MLflow run {run_id}), {job.workers or 'local-mode'} worker(s)")
+    log(f"run {run_name} (MLflow run {run_id}), {job.workers or 'local-mode'} worker(s), "
+        f"encoded rows {input_path}")
 
     scaling = ScalingConfig(num_workers=0) if job.workers == 0 else ScalingConfig(
         num_workers=job.workers, use_gpu=job.use_gpu,
@@ -212,9 +200,13 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
             with result.checkpoint.as_directory() as d:
                 shutil.copytree(d, folder, ignore=shutil.ignore_patterns("train_state.pt"))
         vae = TabularVAE.load(folder)
-        val_rows = _validation_rows(ds, transformer, job)
-        vae.calibrate(val_rows)
+        val_rows = dataset.validation_rows(source, transformer,
+                                           job.train.validation_fraction,
+                                           job.train.seed, CALIBRATION_ROWS)
+        # One IWAE pass over the validation rows serves both the figures and the threshold:
+        # calibrate() would repeat score()'s pass (same K, seed 0) to get the same scores.
         scored = vae.score(val_rows, seed=0)
+        vae.calibration = Calibration.fit(scored.column("score").to_numpy())
         val_log_px = float(np.mean(scored.column("log_px").to_numpy()))
         val_elbo = float(np.mean(scored.column("elbo").to_numpy()))
         vae.save(folder)
