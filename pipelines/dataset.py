@@ -86,10 +86,20 @@ def _schema_difference(a: pa.Schema, b: pa.Schema) -> str:
     return f"extra column '{extra[0]}'" if extra else "column order differs"
 
 
-def read(source: ParquetInput):
+def read(source: ParquetInput, shuffle=None):
+    """The input as a Ray Data dataset, read by Ray Data's first Parquet reader: a read task
+    per file. Its default reader (2.60) packs small files into one long-lived read task
+    whose memory grew with the input: 4.5 GB in that one process at 10M Adult rows, 12 GB in
+    all at 30M; per file, 3.9 GB at 10M (benchmarks/bench_training.py)."""
     import ray.data
 
-    return ray.data.read_parquet(source.files, filesystem=source.filesystem)
+    context = ray.data.DataContext.get_current()
+    default, context.use_datasource_v2 = context.use_datasource_v2, False
+    try:
+        return ray.data.read_parquet(source.files, filesystem=source.filesystem,
+                                     shuffle=shuffle)
+    finally:
+        context.use_datasource_v2 = default
 
 
 # -- the statistics pass: one Ray Data map over blocks, merged on the driver -------------
@@ -99,11 +109,14 @@ def _block_statistics(batch: pa.Table, schema: dict) -> dict:
     return {"statistics": np.array([json.dumps(stats.to_dict())], dtype=object)}
 
 
+STATISTICS_ROWS = 250_000  # rows per partial statistics: a few large ones to merge
+
+
 def distributed_statistics(ds, schema: TableSchema) -> TableStatistics:
     parts = ds.map_batches(_block_statistics, fn_kwargs={"schema": schema.to_dict()},
-                           batch_format="pyarrow", batch_size=None).take_all()
+                           batch_format="pyarrow", batch_size=STATISTICS_ROWS)
     merged = TableStatistics.empty(schema)
-    for part in parts:
+    for part in parts.iter_rows():  # one at a time: memory does not grow with the input
         merged = merged.merge(TableStatistics.from_dict(json.loads(part["statistics"])))
     return merged
 
@@ -122,32 +135,47 @@ def _keep(batch: dict, validation: bool) -> dict:
 
 
 MATERIALIZE_SHARE = 0.25  # of the cluster's object store
+STREAMED_VALIDATION_ROWS = 100_000  # validation rows of a streamed input, kept in the store
 
 
-def encoded_splits(ds, transformer: ColumnTransformer, validation_fraction: float, seed: int,
-                   rows: int):
+def encoded_splits(source: ParquetInput, ds, transformer: ColumnTransformer,
+                   validation_fraction: float, seed: int):
     """(train, validation, materialised): datasets of encoded rows, and whether they were
-    computed once and kept (else they stream). The split is by row content (see
-    vae_core.training.holdout_mask), so it is the same however the blocks fall.
+    computed once and kept (else the training rows stream). The split is by row content
+    (see vae_core.training.holdout_mask), so it is the same however the blocks fall.
 
-    Encoded data under a quarter of the object store is computed once and kept there;
-    larger data streams (read → encode → train) anew every epoch, so memory stays bounded
-    whatever the data size. Re-encoding costs a few percent: encoding runs at ~0.5 M rows/s
-    against ~30 k rows/s of training.
+    Encoded data under a quarter of the object store is computed once and kept there, its
+    block order shuffled every epoch. Larger data streams (read → encode → train) anew every
+    epoch in a file order shuffled per epoch, so memory stays bounded whatever the data
+    size: nothing waits for the whole input (a block-order shuffle would), and its
+    validation rows are the first STREAMED_VALIDATION_ROWS of them in file order, read once
+    on the driver and kept, rather than re-read and re-encoded from every file every epoch.
     """
-    enc = ds.map_batches(_encode, fn_kwargs={"transformer": transformer.to_dict(),
-                                             "validation_fraction": validation_fraction,
-                                             "seed": seed}, batch_format="pyarrow")
     import ray
 
-    store = ray.cluster_resources().get("object_store_memory", 0)
-    materialised = rows * (transformer.x_dim + transformer.c_dim) * 4 < MATERIALIZE_SHARE * store
+    kwargs = {"transformer": transformer.to_dict(), "validation_fraction": validation_fraction,
+              "seed": seed}
+    rows_bytes = source.rows * (transformer.x_dim + transformer.c_dim) * 4
+    materialised = rows_bytes < MATERIALIZE_SHARE * ray.cluster_resources().get(
+        "object_store_memory", 0)
     if materialised:
-        enc = enc.materialize()
-    train = enc.map_batches(_keep, fn_kwargs={"validation": False}, batch_format="numpy")
-    return (train.randomize_block_order(seed=seed),
-            enc.map_batches(_keep, fn_kwargs={"validation": True}, batch_format="numpy"),
-            materialised)
+        enc = ds.map_batches(_encode, fn_kwargs=kwargs, batch_format="pyarrow").materialize()
+        return (enc.map_batches(_keep, fn_kwargs={"validation": False}, batch_format="numpy")
+                .randomize_block_order(seed=seed),
+                enc.map_batches(_keep, fn_kwargs={"validation": True}, batch_format="numpy"),
+                True)
+    from ray.data import FileShuffleConfig
+
+    shuffled = read(source, shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True))
+    train = shuffled.map_batches(_encode, fn_kwargs=kwargs, batch_format="pyarrow").map_batches(
+        _keep, fn_kwargs={"validation": False}, batch_format="numpy")
+    held_out = validation_rows(source, transformer, validation_fraction, seed,
+                               STREAMED_VALIDATION_ROWS) if validation_fraction > 0 else \
+        source.schema.empty_table()
+    val = ray.data.from_arrow(held_out).map_batches(_encode, fn_kwargs=kwargs,
+                                                   batch_format="pyarrow").map_batches(
+        _keep, fn_kwargs={"validation": True}, batch_format="numpy")
+    return train, val.materialize(), False
 
 
 def validation_rows(source: ParquetInput, transformer: ColumnTransformer,

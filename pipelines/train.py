@@ -143,7 +143,7 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
                                         job.model.max_knots, job.model.numeric_transform)
     clock.lap("statistics")
     train_ds, val_ds, materialised = dataset.encoded_splits(
-        ds, transformer, job.train.validation_fraction, job.train.seed, source.rows)
+        source, ds, transformer, job.train.validation_fraction, job.train.seed)
     clock.lap("encoding")  # materialised here when it fits; else streamed during training
     input_path = "materialised" if materialised else "streamed"
     run_id = _mlflow_run(job, experiment_id, run_dir, run_name, preset, input_path)

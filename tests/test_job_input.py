@@ -1,4 +1,5 @@
-"""The job's input helpers that need no Ray: the validation rows read on the driver."""
+"""The job's input helpers that need no Ray cluster: the validation rows read on the
+driver, and the pacing of Ray Data's scheduling loop."""
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,3 +27,23 @@ def test_validation_rows_are_the_trainers_split_in_file_order_up_to_the_limit(tm
     assert first.equals(expected.slice(0, 250).combine_chunks())
     unsplit = validation_rows(source, transformer, 0.0, 3, limit=1500)
     assert unsplit.equals(table.slice(0, 1500).combine_chunks())
+
+
+class _Executor:
+    def __init__(self, consumer_waits: bool):
+        self.consumer_waits = consumer_waits
+
+    def _consumer_idling(self) -> bool:
+        return self.consumer_waits
+
+
+def test_ray_data_scheduling_pauses_only_while_its_consumer_is_busy(monkeypatch):
+    from pipelines import ray_runtime
+
+    sleeps = []
+    monkeypatch.setattr(ray_runtime.time, "sleep", sleeps.append)
+    pacing = ray_runtime.PacedScheduling()
+    pacing.on_execution_step(_Executor(consumer_waits=True))  # it needs data: no pause
+    assert sleeps == []
+    pacing.on_execution_step(_Executor(consumer_waits=False))
+    assert sleeps == [ray_runtime.PacedScheduling.PACE_S]
