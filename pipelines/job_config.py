@@ -28,6 +28,8 @@ from vae_core import ModelConfig, TrainConfig
 from vae_core.config import check_compatible
 from vae_core.presets import PRESETS
 
+PLACEMENTS = {"pack": "PACK", "spread": "SPREAD"}  # → Ray's placement-group strategies
+
 
 class ConfigError(ValueError):
     pass
@@ -57,7 +59,10 @@ class JobConfig:
                           "= N workers (DDP when N ≥ 2)")
     use_gpu: bool = _field(False, "one GPU per worker (NCCL)")
     cpus_per_worker: float | None = _field(None, "CPUs per worker (default: what leaves one "
-                                           "CPU to Ray Data's readers)")
+                                           "CPU per node to Ray Data's readers)")
+    placement: str = _field("pack", "where workers go: pack (as few nodes as they fit on: "
+                            "the fastest all-reduce) or spread (across nodes: a lost node "
+                            "takes fewer workers with it)")
     torch_threads: int = _field(1, "torch threads per worker")
     address: str | None = _field(None, "Ray cluster to join (default: RAY_ADDRESS, else a "
                                  "local Ray); for submit, the dashboard http://HEAD:8265")
@@ -145,4 +150,6 @@ def load_job_config(path: str | Path | None = None, overrides: dict[str, Any] | 
         raise ConfigError("no input data: set 'data' in the config or pass --data")
     if job.workers < 0 or job.promote not in ("auto", "never", "always"):
         raise ConfigError("workers must be ≥ 0 and promote one of auto, never, always")
+    if job.placement not in PLACEMENTS:
+        raise ConfigError(f"placement '{job.placement}' is not one of {', '.join(PLACEMENTS)}")
     return job

@@ -63,5 +63,8 @@ def cpus_per_worker(workers: int, requested: float | None) -> float:
 
     if requested:
         return requested
+    # One CPU per node stays free for Ray Data's tasks: a worker of (CPUs − 1)/N on each of
+    # two 4-CPU nodes left half a CPU on each, and a read task (1 CPU) found no room.
+    nodes = max(1, sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU")))
     total = ray.cluster_resources().get("CPU", 1.0)
-    return max(0.25, (total - 1.0) / max(workers, 1))  # leave one CPU to Ray Data
+    return max(0.25, (total - nodes) / max(workers, 1))

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import dataset, logs, plots, ray_runtime, registry, tracking
-from pipelines.job_config import JobConfig
+from pipelines.job_config import PLACEMENTS, JobConfig
 from pipelines.progress import epoch_line, epoch_lines, tapped
 from pipelines.stage_times import LOOP_STAGES, StageTimes, summary_line
 from pipelines.train_loop import checkpoint_dirs, train_loop
@@ -153,6 +153,7 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
 
     scaling = ScalingConfig(num_workers=0) if job.workers == 0 else ScalingConfig(
         num_workers=job.workers, use_gpu=job.use_gpu,
+        placement_strategy=PLACEMENTS[job.placement],
         resources_per_worker={"CPU": ray_runtime.cpus_per_worker(job.workers,
                                                                  job.cpus_per_worker)})
     local_root = resume_from = None

@@ -55,6 +55,14 @@ def test_an_unknown_preset_is_one_line_listing_the_known_ones(tmp_path, capsys):
     assert err == ["vae: error: preset 'anomalies' is not one of synthesis, anomaly, embedding"]
 
 
+def test_an_unknown_placement_is_one_line_listing_the_known_ones(tmp_path, capsys):
+    data = tmp_path / "rows.parquet"
+    data.write_bytes(b"")
+    assert main(["train", "--data", str(data), "--workers", "2", "--placement", "even"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["vae: error: placement 'even' is not one of pack, spread"]
+
+
 def _commands(parser: argparse.ArgumentParser, prefix: str = "vae"):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
