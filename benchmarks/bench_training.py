@@ -56,12 +56,13 @@ def _is_ray(cmdline: str) -> bool:
 
 
 def _pss_of_tree() -> int:
-    """PSS of this process and every Ray process: a shared page counts once in the sum."""
+    """PSS of this process, its children and every Ray process: a shared page counts once in
+    the sum."""
     import psutil
 
-    total = 0
+    total, ours = 0, {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
     for p in psutil.process_iter(["cmdline"]):
-        if p.pid != os.getpid() and not _is_ray(" ".join(p.info["cmdline"] or [])):
+        if p.pid not in ours and not _is_ray(" ".join(p.info["cmdline"] or [])):
             continue
         try:
             rollup = Path(f"/proc/{p.pid}/smaps_rollup").read_text()
@@ -131,11 +132,15 @@ def make_data(rows: int, folder: Path) -> Path:
     return folder
 
 
-def plain_reference(folder: Path, epochs: int) -> dict:
+def plain_reference(folder: Path, epochs: int, rank: int = 0, world: int = 1,
+                    port: int = 0) -> dict:
+    """The hand-written loop over preloaded tensors; with ``world`` > 1, this is rank
+    ``rank`` of a plain torch DDP job (gloo, every ``world``-th row, the batch per rank as
+    `vae train`'s workers use it), which prices DDP on these cores without Ray."""
     from vae_core import ColumnTransformer, ModelConfig, TableStatistics, TrainConfig, infer_schema
     from vae_core.data.tables import read_parquet
     from vae_core.nn import build_module
-    from vae_core.objectives import ELBO
+    from vae_core.objectives import ELBO, TrainingModule
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -143,24 +148,60 @@ def plain_reference(folder: Path, epochs: int) -> dict:
     schema = infer_schema(table.schema)
     transformer = ColumnTransformer.fit(schema, TableStatistics.of(schema, table))
     enc = transformer.transform(table)
-    x, c = torch.from_numpy(enc.x), torch.from_numpy(enc.c)
+    x, c = torch.from_numpy(enc.x)[rank::world], torch.from_numpy(enc.c)[rank::world]
     prep = time.perf_counter() - t0
+    torch.manual_seed(0)
     module = build_module(transformer, ModelConfig())
     cfg = TrainConfig()
     opt = torch.optim.Adam(module.parameters(), lr=cfg.learning_rate)
-    elbo = ELBO()
+    step = TrainingModule(module, ELBO())
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+        step = torch.nn.parallel.DistributedDataParallel(step)
     rates = []
     for _ in range(epochs):
+        if world > 1:
+            torch.distributed.barrier()
         t1 = time.perf_counter()
         perm = torch.randperm(len(x))
         for s in range(0, len(x), cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
-            loss = elbo(module, x[idx], c[idx]).loss
+            loss = step(x[idx], c[idx]).loss
             opt.zero_grad()
             loss.backward()
             opt.step()
-        rates.append(len(x) / (time.perf_counter() - t1))
+        if world > 1:
+            torch.distributed.barrier()
+        rates.append(len(x) * world / (time.perf_counter() - t1))
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return {"rows_per_s": rates[-1], "prep_s": prep, "wall_s": time.perf_counter() - t0}
+
+
+def _ddp_rank(rank: int, folder: Path, epochs: int, port: int, results) -> None:
+    results.put((rank, plain_reference(folder, epochs, rank, 2, port)))
+
+
+def plain_ddp(folder: Path, epochs: int) -> dict:
+    """Two processes of the plain loop under torch DDP: rank 0's figures."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spawn = mp.get_context("spawn")
+    results = spawn.Queue()
+    ranks = [spawn.Process(target=_ddp_rank, args=(r, folder, epochs, port, results))
+             for r in range(2)]
+    for p in ranks:
+        p.start()
+    got = dict(results.get(timeout=3600) for _ in ranks)
+    for p in ranks:
+        p.join()
+    return got[0]
 
 
 def pipeline(folder: Path, epochs: int, workers: int, workdir: Path,
@@ -195,7 +236,7 @@ def pipeline(folder: Path, epochs: int, workers: int, workdir: Path,
     stages = {k[5:-2]: v for k, v in run.data.metrics.items()
               if k.startswith("time.")}  # pipelines/stage_times.py
     stages["ray_start"] += ray_start
-    return {"rows_per_s": rates[-1], "wall_s": wall + ray_start,
+    return {"rows_per_s": rates[-1], "wall_s": wall + ray_start, "val_elbo": outcome.val_elbo,
             "startup_s": wall + ray_start - epoch_seconds, "stages": stages,
             "input_path": run.data.tags.get("vae.input_path")}
 
@@ -219,6 +260,8 @@ def child(args: argparse.Namespace) -> None:
         folder = Path(args.folder)
         if args.child == "plain":
             result = plain_reference(folder, args.epochs)
+        elif args.child == "plainddp":
+            result = plain_ddp(folder, args.epochs)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
             workers = 0 if args.child == "local" else 2
@@ -232,7 +275,8 @@ def main() -> None:
     parser.add_argument("--rows", default="1000000",
                         help="rows, or several sizes (1M,10M,30M): local mode at each")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--which", default="plain,local,2workers", help="one size only")
+    parser.add_argument("--which", default="plain,plainddp,local,2workers",
+                        help="one size only")
     parser.add_argument("--object-store-gb", type=float,
                         help="cap Ray's object store (default: Ray's own choice)")
     parser.add_argument("--out", type=Path, help="rewrite this bench's section of this file")
@@ -258,6 +302,8 @@ def main() -> None:
 
 def render(results: dict, args: argparse.Namespace, rows: int) -> str:
     names = {"plain": "plain PyTorch loop, preloaded tensors (reference)",
+             "plainddp": "plain loop under torch DDP, 2 processes (reference: DDP without "
+                         "Ray)",
              "local": "`vae train`, Ray Train local mode (workers: 0)",
              "2workers": "`vae train`, 2 DDP workers"}
     base = results.get("plain", {}).get("rows_per_s")
@@ -269,15 +315,16 @@ def render(results: dict, args: argparse.Namespace, rows: int) -> str:
              "MLflow logging and registration). Peak PSS sums the driver and all Ray processes "
              "(shared pages, the object store's among them, counted once).",
              "", "| what | training cores | rows/s (steady) | vs plain | per core vs plain | "
-             "start-up s | wall s | peak PSS GB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    cores = {"plain": 1, "local": 1, "2workers": 2}
+             "start-up s | wall s | peak PSS GB | held-out ELBO |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cores = {"plain": 1, "plainddp": 2, "local": 1, "2workers": 2}
     for key, r in results.items():
         ratio = r["rows_per_s"] / base if base else float("nan")
         startup = f"{r['startup_s']:.0f}" if "startup_s" in r else f"{r['prep_s']:.0f} (load)"
+        elbo = f"{r['val_elbo']:.3f}" if "val_elbo" in r else "–"
         lines.append(f"| {names[key]} | {cores[key]} | {r['rows_per_s']:,.0f} | {ratio:.2f} | "
                      f"{ratio / cores[key]:.2f} | {startup} | {r['wall_s']:.0f} | "
-                     f"{r['peak_pss_gb']:.1f} |")
+                     f"{r['peak_pss_gb']:.1f} | {elbo} |")
     timed = {key: r["stages"] for key, r in results.items() if r.get("stages")}
     if timed:  # where the wall time of each `vae train` went (pipelines/stage_times.py)
         stages = ["mlflow_connect", "input", "ray_start", "statistics", "encoding", "mlflow_run",
