@@ -86,7 +86,9 @@ def _mlflow_run(job: JobConfig, experiment_id: str, run_dir: Path | None, run_na
 
     client = MlflowClient()
     if job.resume and run_dir and (run_dir / RUN_ID_FILE).is_file():
-        return (run_dir / RUN_ID_FILE).read_text().strip()
+        run_id = (run_dir / RUN_ID_FILE).read_text().strip()
+        client.set_tag(run_id, "vae.input_path", input_path)  # the data may have grown
+        return run_id
     run = client.create_run(experiment_id, run_name=run_name,
                             tags={"vae.model_name": job.model_name, "vae.data": job.data,
                                   "vae.preset": job.preset or "none",

@@ -139,8 +139,11 @@ def test_data_too_big_for_the_object_store_streams_and_trains_like_kept_data(
 
 
 def test_local_mode_resumes_from_its_last_checkpoint(mlflow_server, ray_local, adult_slice,
-                                                      workdir):
+                                                      workdir, monkeypatch):
+    from pipelines import dataset
+
     first = train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=2))
+    monkeypatch.setattr(dataset, "MATERIALIZE_SHARE", 0.0)  # as if the input had outgrown it
     again = train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=4,
                       resume=True))
     assert first.epochs == 2 and again.epochs == 4
@@ -151,6 +154,7 @@ def test_local_mode_resumes_from_its_last_checkpoint(mlflow_server, ray_local, a
 
     steps = [m.step for m in MlflowClient().get_metric_history(again.run_id, "val_elbo")]
     assert steps == [1, 2, 3, 4]  # epochs 3 and 4 were trained, 1 and 2 were not redone
+    assert MlflowClient().get_run(again.run_id).data.tags["vae.input_path"] == "streamed"
 
 
 def test_a_killed_worker_is_restarted_from_the_last_checkpoint(mlflow_server, ray_local,
