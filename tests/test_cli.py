@@ -63,6 +63,21 @@ def test_an_unknown_placement_is_one_line_listing_the_known_ones(tmp_path, capsy
     assert err == ["vae: error: placement 'even' is not one of pack, spread"]
 
 
+def test_a_lost_working_directory_is_named(tmp_path, monkeypatch):
+    from vae_cli.main import one_line
+
+    gone = tmp_path / "job"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(FileNotFoundError) as lost:
+        os.getcwd()
+    assert one_line(lost.value) == ("[Errno 2] No such file or directory: the working "
+                                    "directory was removed")
+    assert one_line(FileNotFoundError(2, "No such file or directory", "x.parquet")) == \
+        "[Errno 2] No such file or directory: 'x.parquet'"
+
+
 def _commands(parser: argparse.ArgumentParser, prefix: str = "vae"):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -33,11 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         logs.release()
     if failure is not None:
-        text = str(failure).strip()
-        first = text.splitlines()[0] if text else type(failure).__name__
-        print(f"vae: error: {first}", file=sys.stderr)
+        print(f"vae: error: {one_line(failure)}", file=sys.stderr)
         return 2
     return 0
+
+
+def one_line(failure: Exception) -> str:
+    """The failure's first line; an OSError that names no file (os.getcwd() in a deleted
+    folder, say) says which one it could be."""
+    text = str(failure).strip()
+    first = text.splitlines()[0] if text else type(failure).__name__
+    if isinstance(failure, OSError) and failure.filename is None:
+        try:
+            os.getcwd()
+        except OSError:
+            return f"{first}: the working directory was removed"
+    return first
 
 
 def console() -> None:
