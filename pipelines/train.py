@@ -144,14 +144,13 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
     transformer = ColumnTransformer.fit(schema, stats, job.model.max_categories,
                                         job.model.max_knots, job.model.numeric_transform)
     clock.lap("statistics")
-    train_ds, val_ds, materialised = dataset.encoded_splits(
-        source, ds, transformer, job.train.validation_fraction, job.train.seed)
+    splits = dataset.encoded_splits(source, ds, transformer, job.train.validation_fraction,
+                                    job.train.seed)
     clock.lap("encoding")  # materialised here when it fits; else streamed during training
-    input_path = "materialised" if materialised else "streamed"
-    run_id = _mlflow_run(job, experiment_id, run_dir, run_name, preset, input_path)
+    run_id = _mlflow_run(job, experiment_id, run_dir, run_name, preset, splits.input_path)
     clock.lap("mlflow_run")
     log(f"run {run_name} (MLflow run {run_id}), {job.workers or 'local-mode'} worker(s), "
-        f"encoded rows {input_path}")
+        f"encoded rows {splits.input_path}")
 
     scaling = ScalingConfig(num_workers=0) if job.workers == 0 else ScalingConfig(
         num_workers=job.workers, use_gpu=job.use_gpu,
@@ -179,7 +178,7 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
         elif progress:  # the Train controller hands each report to a callback
             callbacks = [stack.enter_context(epoch_lines(log, job.train.epochs))]
         trainer = TorchTrainer(
-            loop, train_loop_config=config, datasets={"train": train_ds, "val": val_ds},
+            loop, train_loop_config=config, datasets={"train": splits.train, "val": splits.val},
             dataset_config=DataConfig(datasets_to_split="all"), scaling_config=scaling,
             run_config=RunConfig(name=run_name, storage_path=storage, callbacks=callbacks,
                                  failure_config=FailureConfig(max_failures=job.max_failures),
@@ -203,9 +202,11 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
             with result.checkpoint.as_directory() as d:
                 shutil.copytree(d, folder, ignore=shutil.ignore_patterns("train_state.pt"))
         vae = TabularVAE.load(folder)
-        val_rows = dataset.validation_rows(source, transformer,
-                                           job.train.validation_fraction,
-                                           job.train.seed, CALIBRATION_ROWS)
+        # A streamed job holds the first validation rows already (CALIBRATION_ROWS ≤
+        # STREAMED_VALIDATION_ROWS): the same rows validation_rows() would read again.
+        val_rows = splits.held_out.slice(0, CALIBRATION_ROWS) if splits.held_out is not None \
+            else dataset.validation_rows(source, transformer, job.train.validation_fraction,
+                                         job.train.seed, CALIBRATION_ROWS)
         # One IWAE pass over the validation rows serves both the figures and the threshold:
         # calibrate() would repeat score()'s pass (same K, seed 0) to get the same scores.
         scored = vae.score(val_rows, seed=0)
