@@ -12,6 +12,9 @@ Workloads: POST /v1/score (IWAE K = 16, the model's default: 16 decoder passes p
   (c) 10 000-row Arrow requests from 2 clients;
 and POST /v1/embed (one encoder pass per row, so HTTP and decoding costs show):
   (b-embed) 1 000-row JSON requests from 4 clients; (c-embed) 10 000-row Arrow, 2 clients.
+Faults: 100-row JSON score requests from 8 clients for 30 s; one model replica is SIGKILLed
+at 5 s; with --replicas (default 2), then with 1. Reported: requests, answers that were not
+200 (by status), the longest gap between two answers, p99.
 Where a served request's time goes: the medians of its Server-Timing stages (decode, model =
 queue + batch + forward, encode); the rest of the client's median is the way there and back.
 References measured in the same run:
@@ -24,6 +27,7 @@ The load generator (httpx, asyncio) runs in this process, on the same 2 cores as
 
 import argparse
 import asyncio
+import itertools
 import json
 import platform
 import sys
@@ -42,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from results_file import write_section  # noqa: E402
 
 from serving.codecs import ARROW_STREAM, table_to_arrow  # noqa: E402
+from serving.deployment import REPLICAS  # noqa: E402
 from vae_core import TabularVAE  # noqa: E402
 from vae_core.datasets import load_adult  # noqa: E402
 
@@ -135,6 +140,46 @@ async def load(url: str, rows: pa.Table, clients: int, fmt: str, seconds: float)
             "stages_p50_ms": {k: float(np.median(v)) for k, v in stages.items()}}
 
 
+def model_replicas() -> list[int]:
+    """PIDs of the VAEModel replicas (Ray titles an actor's process ray::<class name>)."""
+    import psutil
+
+    return sorted(p.pid for p in psutil.process_iter(["cmdline"])
+                  if "ServeReplica:vae:VAEModel" in " ".join(p.info["cmdline"] or []))
+
+
+async def kill_under_load(url: str, rows: pa.Table, clients: int = 8, seconds: float = 30,
+                          kill_at: float = 5) -> dict:
+    """``clients`` clients for ``seconds``; one model replica SIGKILLed at ``kill_at``."""
+    import os
+    import signal
+
+    import httpx
+
+    body, headers = request_body(rows, "json")
+    done, latencies, statuses = [], [], {}
+    async with httpx.AsyncClient(timeout=300) as client:
+        start = time.perf_counter()
+
+        async def one_client() -> None:
+            while time.perf_counter() - start < seconds:
+                t0 = time.perf_counter()
+                r = await client.post(url, content=body, headers=headers)
+                done.append(time.perf_counter() - start)
+                latencies.append(done[-1] + start - t0)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+        async def kill() -> None:
+            await asyncio.sleep(kill_at)
+            os.kill(model_replicas()[0], signal.SIGKILL)
+
+        await asyncio.gather(kill(), *(one_client() for _ in range(clients)))
+    done.sort()
+    return {"requests": len(done), "statuses": statuses,
+            "longest_gap_s": max(b - a for a, b in itertools.pairwise(done)),
+            "p99_ms": 1000 * np.percentile(latencies, 99)}
+
+
 def in_process(vae: TabularVAE, verb: str, rows: pa.Table, seconds: float) -> dict:
     run = getattr(vae, verb)
     run(rows)  # warm-up
@@ -154,6 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--replicas", type=int, default=REPLICAS, help="model replicas")
     parser.add_argument("--out", type=Path, help="rewrite this bench's section of this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -162,7 +208,7 @@ def main() -> None:
     from ray import serve
 
     from pipelines import ray_runtime
-    from serving.deployment import build_app
+    from serving.deployment import deploy, serve_config
 
     train = load_adult("train")
     vae = TabularVAE(epochs=args.epochs, columns={"income": "condition"}, seed=0).fit(train)
@@ -171,8 +217,7 @@ def main() -> None:
         folder = str(vae.save(Path(work) / "model"))
         vae = TabularVAE.load(folder)
         ray_runtime.init()
-        serve.start(http_options={"host": "127.0.0.1", "port": 8765})
-        serve.run(build_app({"model_uri": folder}), name="vae", route_prefix="/")
+        deploy(serve_config(folder, None, port=8765, replicas=args.replicas))
         serve.run(naive_app(folder), name="naive", route_prefix="/naive")
         base = "http://127.0.0.1:8765"
         try:
@@ -186,14 +231,22 @@ def main() -> None:
                                               args.seconds)),
                 }
                 print(key, json.dumps(results[key]), flush=True)
+            faults = {}
+            for replicas in dict.fromkeys([args.replicas, 1]):
+                deploy(serve_config(folder, None, port=8765, replicas=replicas))
+                while len(model_replicas()) != replicas:  # scaled down, the rest stopped
+                    time.sleep(0.5)
+                faults[replicas] = asyncio.run(kill_under_load(base + "/v1/score",
+                                                               train.slice(0, 100)))
+                print("kill", replicas, json.dumps(faults[replicas]), flush=True)
         finally:
             serve.shutdown()
             ray.shutdown()
     if args.out:
-        write_section(args.out, render(results, args))
+        write_section(args.out, render(results, faults, args))
 
 
-def render(results: dict, args: argparse.Namespace) -> str:
+def render(results: dict, faults: dict, args: argparse.Namespace) -> str:
     labels = {"idle": "(idle) score, 1-row JSON requests, 1 client",
               "a": "(a) score, 1-row JSON requests, 64 clients",
               "b": "(b) score, 1 000-row JSON requests, 4 clients",
@@ -201,14 +254,14 @@ def render(results: dict, args: argparse.Namespace) -> str:
               "c": "(c) score, 10 000-row requests, 2 clients (Arrow; naive: JSON)",
               "b-embed": "embed, 1 000-row JSON requests, 4 clients",
               "c-embed": "embed, 10 000-row requests, 2 clients (Arrow; naive: JSON)"}
-    lines = ["", "## Serving over HTTP (Ray Serve on 127.0.0.1, 1 replica; score = IWAE K = 16)",
+    lines = ["", "## Serving over HTTP (Ray Serve on 127.0.0.1; score = IWAE K = 16)",
              "",
              f"Command: `.venv/bin/python benchmarks/bench_serving.py --seconds {args.seconds:g}`"
-             f" ({platform.machine()}, 2 cores; Ray, the replica, the proxy and the load "
-             "generator share them). In-process = `TabularVAE.score` on the same rows in one "
-             "process, no HTTP (the ceiling). Naive = a Serve deployment calling the same "
-             "`score` once per request, JSON, no batching, default `max_ongoing_requests` "
-             "(the floor).", "",
+             f" ({platform.machine()}, 2 cores; Ray, the ingress, {args.replicas} model "
+             "replica(s), the proxy and the load generator share them). In-process = "
+             "`TabularVAE.score` on the same rows in one process, no HTTP (the ceiling). "
+             "Naive = a Serve deployment calling the same `score` once per request, JSON, no "
+             "batching, default `max_ongoing_requests` (the floor).", "",
              "| workload | path | req/s | rows/s | p50 ms | p99 ms | errors | rows/s vs "
              "in-process | req/s vs naive |", "| --- | --- | --- | --- | --- | --- | --- | --- |"
              " --- |"]
@@ -220,9 +273,10 @@ def render(results: dict, args: argparse.Namespace) -> str:
                 f"{r['rows_per_s']:,.0f} | {r['p50_ms']:,.1f} | {r['p99_ms']:,.1f} | "
                 f"{r['errors']} | {r['rows_per_s'] / paths['in_process']['rows_per_s']:.2f} | "
                 f"{r['req_per_s'] / paths['naive']['req_per_s']:.1f} |")
-    lines += ["", "Where a served request's time goes (medians, ms): the stages the replica "
+    lines += ["", "Where a served request's time goes (medians, ms): the stages the ingress "
               "reports in `Server-Timing` (decode = read and parse the body and build the "
-              "table; model = queue, batch and forward pass; encode = the answer's body), and "
+              "table; model = the hop to a model replica, its queue, batch and forward pass; "
+              "encode = the answer's body), and "
               "the rest of the client's median (Serve's proxy hop, HTTP, the load generator).",
               "", "| workload | client p50 | decode | model | encode | rest |",
               "| --- | --- | --- | --- | --- | --- |"]
@@ -232,6 +286,15 @@ def render(results: dict, args: argparse.Namespace) -> str:
         lines.append(f"| {labels[key]} | {r['p50_ms']:,.1f} | "
                      + " | ".join(f"{x:,.1f}" for x in stages)
                      + f" | {r['p50_ms'] - sum(stages):,.1f} |")
+    lines += ["", "A model replica SIGKILLed 5 s into 30 s of 100-row JSON score requests from "
+              "8 clients (Serve starts a replacement):", "",
+              "| model replicas | requests | not 200 | longest gap between answers s | p99 ms |",
+              "| --- | --- | --- | --- | --- |"]
+    for replicas, f in faults.items():
+        failed = {code: n for code, n in f["statuses"].items() if code != 200}
+        lines.append(f"| {replicas} | {f['requests']} | "
+                     f"{', '.join(f'{n} × {code}' for code, n in failed.items()) or 0} | "
+                     f"{f['longest_gap_s']:.2f} | {f['p99_ms']:,.0f} |")
     b, inv = results.get("b"), results.get("b-inv")
     if b and inv:
         lines += ["", "/invocations against /v1 for the same 1 000-row JSON score requests: "

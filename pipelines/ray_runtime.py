@@ -10,6 +10,11 @@ from ray.data._internal.execution.execution_callback import ExecutionCallback
 # Worker groups took 14–31 s to start on a 2-core box; Ray's default timeout is 60 s.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Serve's proxy hands requests to the ingress over gRPC instead of through the object store
+# (read by the proxy, so it must be in the Ray processes' environment: set here for a local
+# Ray, in the pods' environment on Kubernetes). Measured with the ingress's handle on gRPC
+# too: see VAEIngress in serving/deployment.py.
+os.environ.setdefault("RAY_SERVE_PROXY_USE_GRPC", "1")
 
 
 class PacedScheduling(ExecutionCallback):

@@ -12,7 +12,8 @@ with ``Retry-After``. With a token configured (``VAE_SERVE_TOKEN``), /v1/* and /
 require ``Authorization: Bearer <token>``.
 
 The routes reach the model through a ``Backend``: ``DirectBackend`` runs each request on
-its own (tests, notebooks); the Ray Serve deployment batches concurrent requests.
+its own (tests, notebooks); under Ray Serve the ingress deployment hands requests to the
+model replicas, which batch them (serving/deployment.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from serving.codecs import (
 )
 from serving.scoring_protocol import parse_invocation
 from serving.service import Limits, ModelService
+from vae_core import TableSchema
 
 # An oversized body is read and dropped up to this many times the limit before its 413.
 DRAIN_FACTOR = 16
@@ -48,13 +50,14 @@ SEED = Query(ge=0, le=2**63 - 1, description="seed of the sampling (IWAE, z)")
 
 
 class Backend(Protocol):
-    """What the routes need: the current model's service (limits, schema, info), the bearer
-    token (None = open), and the three verbs."""
+    """What the routes need: the limits and schema requests are read with, the bearer token
+    (None = open), the model's description, and the three verbs."""
 
     token: str | None
+    limits: Limits
+    schema: TableSchema
 
-    @property
-    def service(self) -> ModelService: ...
+    async def info(self) -> dict: ...
 
     async def score(self, request: ScoreRequest) -> pa.Table: ...
 
@@ -68,6 +71,10 @@ class DirectBackend:
 
     def __init__(self, service: ModelService, token: str | None = None) -> None:
         self.service, self.token = service, token
+        self.limits, self.schema = service.limits, service.schema
+
+    async def info(self) -> dict:
+        return self.service.info()
 
     async def score(self, request: ScoreRequest) -> pa.Table:
         return self.service.score(request.table, request.iwae_samples, request.seed,
@@ -109,7 +116,7 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
         except RequestError as e:  # no model yet: drain as far as the default limit allows
             return await _answer_early(request, await _request_error(request, e),
                                        Limits().max_body_bytes)
-        token, limit = backend.token, backend.service.limits.max_body_bytes
+        token, limit = backend.token, backend.limits.max_body_bytes
         # Relative to the mount point: under a Serve route prefix the path carries it.
         path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
         if token and (path.startswith("/v1/") or path == "/invocations"):
@@ -135,18 +142,18 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
         return response
 
     async def body_of(request: Request) -> bytes:
-        limit = get_backend().service.limits.max_body_bytes
+        limit = get_backend().limits.max_body_bytes
         return await read_body(request.stream(), limit, DRAIN_FACTOR * limit)
 
     async def read_table(request: Request) -> tuple[pa.Table, bool]:
-        service = get_backend().service
+        backend = get_backend()
         body = await body_of(request)
         if request.headers.get("content-type", "").startswith(ARROW_STREAM):
-            return table_from_arrow(body, service.limits.max_rows), True
+            return table_from_arrow(body, backend.limits.max_rows), True
         payload = parse_json(body)
         if not isinstance(payload, dict) or "rows" not in payload:
             raise RequestError(400, "expected a JSON object with 'rows'")
-        return table_from_records(payload["rows"], service.schema, service.limits.max_rows), False
+        return table_from_records(payload["rows"], backend.schema, backend.limits.max_rows), False
 
     def respond(table: pa.Table, arrow: bool, watch: Stopwatch, key: str = "rows") -> Response:
         if arrow:
@@ -208,7 +215,7 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
         _only_parameters(request)
         watch, backend = Stopwatch(), get_backend()
         call = parse_invocation(await body_of(request), request.headers.get("content-type", ""),
-                                backend.service.schema, backend.service.limits.max_rows)
+                                backend.schema, backend.limits.max_rows)
         watch.lap("decode")
         options = call.options
         if call.mode == "score":
@@ -226,10 +233,10 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
 
     @app.get("/v1/model", summary="Name, version, alias, schema, thresholds, limits")
     async def model() -> dict:
-        return get_backend().service.info()
+        return await get_backend().info()
 
     async def health() -> dict:
-        get_backend().service  # noqa: B018 -- a 503 while no model is loaded
+        get_backend()  # a 503 while no model is loaded
         return {"status": "ok"}
 
     for path in ("/healthz", "/ping", "/health"):  # ours, and MLflow's two names
@@ -240,8 +247,9 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
 
 class Stopwatch:
     """Milliseconds per stage of a request, for its ``Server-Timing`` header: ``decode``
-    (read and parse the body), ``model`` (queue, batch and forward pass), ``encode``. What a
-    client measures beyond their sum is the way there and back (Serve's proxy, HTTP)."""
+    (read and parse the body), ``model`` (under Serve, the hop to a model replica; queue,
+    batch and forward pass), ``encode``. What a client measures beyond their sum is the way
+    there and back (Serve's proxy, HTTP)."""
 
     def __init__(self) -> None:
         self._last, self._laps = time.perf_counter(), []

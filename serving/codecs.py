@@ -35,6 +35,9 @@ class RequestError(ValueError):
         super().__init__(message)
         self.status, self.column, self.headers = status, column, headers
 
+    def __reduce__(self):  # it crosses from a model replica to the ingress pickled
+        return RequestError, (self.status, str(self), self.column, self.headers)
+
 
 async def read_body(chunks: AsyncIterator[bytes], limit: int, drain_limit: int) -> bytes:
     """The body, or a 413 once it is over ``limit`` bytes; at most ``limit`` bytes are held.

@@ -9,6 +9,7 @@ Arrow tables.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -18,7 +19,8 @@ import pyarrow as pa
 
 import model_refs
 from serving.codecs import RequestError, check_strings
-from vae_core import TabularVAE
+from vae_core import ModelFormatError, TableSchema, TabularVAE
+from vae_core.artifact import META_FILE
 from vae_core.embedding_table import embedding_table
 
 
@@ -118,6 +120,17 @@ class ModelService:
             raise RequestError(422, f"iwae_samples must be in 1..{self.limits.max_iwae_samples}")
 
 
+def request_schema(uri: str, version: str | None = None) -> TableSchema:
+    """The schema a model's requests are read with, from its ``model.json`` alone: the
+    ingress decodes requests but never runs the model, so it builds no module and reads no
+    weights."""
+    meta_path = model_refs.resolve(uri, version).folder / META_FILE
+    try:
+        return TableSchema.from_dict(json.loads(meta_path.read_text())["transformer"]["schema"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelFormatError(f"{meta_path}: no readable schema ({e})", str(meta_path)) from e
+
+
 def _split(merged: pa.Table, parts: Sequence[pa.Table]) -> list[pa.Table]:
     """The merged result cut back into one table per request."""
     offsets = itertools.accumulate((t.num_rows for t in parts), initial=0)
@@ -135,4 +148,4 @@ def limits_from_env() -> Limits:
                   int(os.environ.get("VAE_SERVE_MAX_GENERATE_DRAWS", d.max_generate_draws)))
 
 
-__all__ = ["Limits", "ModelService", "limits_from_env"]
+__all__ = ["Limits", "ModelService", "limits_from_env", "request_schema"]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serving.deployment import VAEDeployment, serve_config
+from serving.deployment import INGRESS_ARGS, REPLICAS, VAEIngress, VAEModel, serve_config
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
@@ -26,14 +26,19 @@ def test_configs_validate_and_pass_known_args(name):
     config = ServeDeploySchema.model_validate(shipped_configs()[name])
     (app,) = config.applications
     assert app.import_path == "serving.deployment:build_app"
-    ours = VAEDeployment.func_or_class.__mro__[1]  # [0] is Serve's ingress wrapper
-    accepted = set(inspect.signature(ours.__init__).parameters)
+    accepted = set(inspect.signature(VAEModel.func_or_class.__init__).parameters)
     assert "max_batch_rows" in accepted
     assert set(app.args) - {"model_uri", "version"} <= accepted
-    (deployment,) = app.deployments
-    assert deployment.name == "VAEDeployment"
-    user_config = deployment.model_dump(exclude_unset=True).get("user_config")
-    assert user_config is None or set(user_config) == {"model_uri", "version"}
+    ingress = VAEIngress.func_or_class.__mro__[1]  # [0] is Serve's ingress wrapper
+    assert set(INGRESS_ARGS) <= set(inspect.signature(ingress.__init__).parameters)
+    deployments = {d.name: d.model_dump(exclude_unset=True) for d in app.deployments}
+    assert set(deployments) == {"VAEIngress", "VAEModel"}
+    for deployment in deployments.values():
+        user_config = deployment.get("user_config")
+        assert user_config is None or set(user_config) == {"model_uri", "version"}
+    model = deployments["VAEModel"]
+    assert model.get("num_replicas", REPLICAS) >= 2 or \
+        model["autoscaling_config"]["min_replicas"] >= 2  # one may die while one answers
 
 
 def test_vae_serve_config_defaults_to_loopback_and_carries_the_token():

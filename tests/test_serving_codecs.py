@@ -57,6 +57,14 @@ def test_shape_and_size_limits(adult_test, schema):
     assert e.value.status == 413
 
 
+def test_request_errors_keep_status_column_and_headers_through_pickle():
+    """They travel from a model replica to the ingress pickled (a 422 must not become a 500)."""
+    import pickle
+
+    e = pickle.loads(pickle.dumps(RequestError(503, "busy", "age", {"Retry-After": "1"})))
+    assert (e.status, str(e), e.column, e.headers) == (503, "busy", "age", {"Retry-After": "1"})
+
+
 def test_a_column_absent_from_some_rows_is_null_there(adult_test, schema):
     rows = rows_of(adult_test, 3)
     del rows[1]["workclass"]

@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help=with_default("bind address; 0.0.0.0 exposes it", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=8000, help=with_default("HTTP port", 8000))
-    serve.add_argument("--replicas", type=int, default=1,
-                       help=with_default("model replicas (Serve deployments)", 1))
+    serve.add_argument("--replicas", type=int, default=2, help=with_default(
+        "model replicas; with 2, one can die and be replaced while the other answers", 2))
     serve.add_argument("--gpus-per-replica", type=float, default=0,
                        help=with_default("GPUs per replica, fractions allowed", 0))
     serve.add_argument("--max-batch-rows", type=int, default=8192, help=with_default(
