@@ -2,12 +2,15 @@
 
 ``mlflow.pyfunc.load_model("models:/NAME@champion").predict(df, params={"mode": ...})``
 with mode ``score`` (default; params ``iwae_samples``, ``seed``, ``top_k``), ``embed``
-(``return_std``) or ``generate`` (``n``, ``seed``). The served app's ``/invocations`` takes
-the same params and answers the same rows. Serving and batch jobs do not go through this
-wrapper: they load the vae_core folder directly.
+(``return_std``) or ``generate`` (``n``, ``seed``, ``conditions``: JSON text of the object
+``TabularVAE.sample`` takes, since MLflow's params are scalars). The served app's
+``/invocations`` takes the same params and answers the same rows. Serving and batch jobs do
+not go through this wrapper: they load the vae_core folder directly.
 """
 
 from __future__ import annotations
+
+import json
 
 import mlflow.pyfunc
 import pyarrow as pa
@@ -25,7 +28,8 @@ class VAEPyfunc(mlflow.pyfunc.PythonModel):
         mode = params.get("mode", "score")
         if mode == "generate":
             n = int(params.get("n") or len(model_input))
-            return self.vae.sample(n, seed=params.get("seed")).to_pandas()
+            conditions = json.loads(params["conditions"]) if params.get("conditions") else None
+            return self.vae.sample(n, conditions=conditions, seed=params.get("seed")).to_pandas()
         table = pa.Table.from_pandas(model_input, preserve_index=False)
         if mode == "embed":
             from vae_core.embedding_table import embedding_table

@@ -35,7 +35,7 @@ def log_model(run_id: str, model_dir: Path, name: str, example: pa.Table,
     frame = example.to_pandas()
     signature = infer_signature(frame, params={"mode": "score", "n": 0, "seed": 0,
                                                "iwae_samples": 0, "top_k": 3,
-                                               "return_std": False})
+                                               "return_std": False, "conditions": ""})
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_CODE),

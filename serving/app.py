@@ -226,8 +226,8 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
             table = await backend.embed(EmbedRequest(call.table, options.get("return_std",
                                                                              False)))
         else:
-            table = await backend.generate(options.get("n") or call.rows_sent, None,
-                                           options.get("seed"))
+            table = await backend.generate(options.get("n") or call.rows_sent,
+                                           options.get("conditions"), options.get("seed"))
         watch.lap("model")
         return respond(table, False, watch, key="predictions")
 

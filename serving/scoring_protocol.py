@@ -15,7 +15,8 @@ Checked against ``mlflow/pyfunc/scoring_server`` (MLflow 3.x):
 ``params`` are the pyfunc wrapper's (pipelines/mlflow_pyfunc.py): ``mode`` (``score``, the
 default, ``embed`` or ``generate``) and that mode's options — score: ``iwae_samples``,
 ``seed``, ``top_k``; embed: ``return_std``; generate: ``n`` (default: the number of rows
-sent) and ``seed``. Any other parameter is a 422 naming it.
+sent), ``seed`` and ``conditions`` (the object /v1/generate takes, as JSON text: MLflow's
+params are scalars). Any other parameter is a 422 naming it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ JSON, CSV = "application/json", "text/csv"
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 MODE_OPTIONS = {"score": {"iwae_samples": int, "seed": int, "top_k": int},
                 "embed": {"return_std": bool},
-                "generate": {"n": int, "seed": int}}
+                "generate": {"n": int, "seed": int, "conditions": dict}}
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,14 @@ def _params(params: Any) -> tuple[str, dict]:
 
 
 def _typed(name: str, value: Any, type_: type) -> Any:
-    """A parameter as ``type_``; MLflow's clients may send numbers as strings or floats."""
+    """A parameter as ``type_``; MLflow's clients may send numbers as strings or floats, and
+    an object (``conditions``) as JSON text."""
+    if type_ is dict:
+        parsed = _json_object(value) if isinstance(value, str) else value
+        if isinstance(parsed, dict):
+            return parsed or None  # "" and {}: no conditions
+        raise RequestError(422, f"params.{name} must be a JSON object: {{column: value | "
+                                f"[values] | {{\">=\": low, \"<\": high}}}}, got {value!r}")
     if type_ is bool:
         if isinstance(value, bool) or value in ("true", "false"):
             return value in (True, "true")
@@ -143,6 +151,15 @@ def _typed(name: str, value: Any, type_: type) -> Any:
             pass
     expected = "true or false" if type_ is bool else "an integer ≥ 0"
     raise RequestError(422, f"params.{name} must be {expected}, got {value!r}")
+
+
+def _json_object(text: str) -> Any:
+    if not text.strip():
+        return {}
+    try:
+        return parse_json(text.encode())
+    except RequestError:
+        return None
 
 
 def _table_from_csv(body: bytes, schema: TableSchema, max_rows: int) -> pa.Table:

@@ -1,6 +1,8 @@
 """The HTTP routes in process (FastAPI TestClient, no Ray): results, MLflow's scoring
 protocol, and every 4xx."""
 
+import json
+
 import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
@@ -167,6 +169,15 @@ def test_invocations_embed_and_generate(client, service, adult_cvae, adult_test)
     assert len(r.json()["predictions"]) == 3  # n defaults to the rows sent, as the pyfunc's
     assert r.json()["predictions"] == client.post("/v1/generate", json={"n": 3, "seed": 7}
                                                   ).json()["rows"]
+    conditions = {"income": ">50K", "age": {">=": 40}}  # as JSON text, or as an object
+    for given in (json.dumps(conditions), conditions):
+        r = client.post("/invocations", json={"inputs": rows(t, 1), "params": {
+            "mode": "generate", "n": 20, "seed": 7, "conditions": given}})
+        assert r.status_code == 200, r.text
+        got = r.json()["predictions"]
+        assert got == client.post("/v1/generate", json={"n": 20, "seed": 7,
+                                                        "conditions": conditions}).json()["rows"]
+        assert all(p["income"] == ">50K" and p["age"] >= 40 for p in got)
 
 
 @pytest.mark.parametrize("make_request, status, words", BAD_INVOCATIONS)

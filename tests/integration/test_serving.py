@@ -7,6 +7,7 @@ included, read by a plain client), a version switch under load, bearer token on 
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -222,7 +223,9 @@ def test_invocations_answer_what_mlflows_pyfunc_model_predicts(server, versions,
     frame = adult_test.slice(0, 25).to_pandas()
     pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
     for params in ({"mode": "score", "seed": 3, "top_k": 2}, {"mode": "embed"},
-                   {"mode": "generate", "n": 10, "seed": 2}):
+                   {"mode": "generate", "n": 10, "seed": 2},
+                   {"mode": "generate", "n": 10, "seed": 2,
+                    "conditions": json.dumps({"income": ">50K", "age": {">=": 30}})}):
         r = post(server, "/invocations", content=dump_input_data(frame, params=params),
                  headers={"content-type": "application/json"})
         assert r.status_code == 200, r.text
