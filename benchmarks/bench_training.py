@@ -55,22 +55,24 @@ def _is_ray(cmdline: str) -> bool:
     return "ray" in cmdline or "raylet" in cmdline or "gcs_server" in cmdline
 
 
-def _pss_of_tree() -> int:
-    """PSS of this process, its children and every Ray process: a shared page counts once in
-    the sum."""
+def _pss_of_tree() -> dict[str, int]:
+    """PSS of this process, its children and every Ray process, by process (pid and the
+    start of its command line): a shared page counts once in their sum."""
     import psutil
 
-    total, ours = 0, {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
+    by_process, ours = {}, {os.getpid()} | {c.pid for c in
+                                            psutil.Process().children(recursive=True)}
     for p in psutil.process_iter(["cmdline"]):
-        if p.pid not in ours and not _is_ray(" ".join(p.info["cmdline"] or [])):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if p.pid not in ours and not _is_ray(cmdline):
             continue
         try:
             rollup = Path(f"/proc/{p.pid}/smaps_rollup").read_text()
         except OSError:  # the process has gone
             continue
         found = re.search(r"^Pss:\s+(\d+) kB", rollup, re.M)
-        total += int(found.group(1)) * 1024 if found else 0
-    return total
+        by_process[f"{p.pid} {cmdline[:60]}"] = int(found.group(1)) * 1024 if found else 0
+    return by_process
 
 
 def _object_store_use() -> int:
@@ -93,8 +95,11 @@ class PeakMemory:
         return self
 
     def _run(self):
+        self.by_process = {}
         while not self._stop.is_set():
-            self.pss = max(self.pss, _pss_of_tree())
+            by_process = _pss_of_tree()
+            if sum(by_process.values()) > self.pss:  # the processes at the peak, for the log
+                self.pss, self.by_process = sum(by_process.values()), by_process
             with contextlib.suppress(Exception):  # Ray starting or stopping: no sample
                 self.store = max(self.store, _object_store_use())
             time.sleep(1.0)
@@ -252,6 +257,9 @@ def run_child(which: str, folder: Path, args: argparse.Namespace) -> dict:
     if out.returncode or not lines:
         raise SystemExit(f"{which} on {folder} failed:\n{out.stderr[-3000:]}")
     print(which, folder.name, lines[-1], flush=True)
+    for line in out.stderr.splitlines():
+        if line.startswith("peak PSS by process"):
+            print(which, folder.name, line, flush=True)
     return json.loads(lines[-1])
 
 
@@ -266,6 +274,9 @@ def child(args: argparse.Namespace) -> None:
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
             workers = 0 if args.child == "local" else 2
             result = pipeline(folder, args.epochs, workers, Path(work), args.object_store_gb)
+    top = sorted(memory.by_process.items(), key=lambda kv: -kv[1])[:12]
+    print("peak PSS by process, MB:", json.dumps({k: round(v / 2**20) for k, v in top}),
+          file=sys.stderr)
     print(json.dumps({**result, "peak_pss_gb": memory.pss / 2**30,
                       "object_store_peak_gb": memory.store / 2**30}))
 
