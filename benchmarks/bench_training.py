@@ -219,8 +219,10 @@ def pipeline(folder: Path, epochs: int, workers: int, workdir: Path,
     if object_store_gb:  # train() joins this Ray instead of starting its own; timed here
         import ray
 
+        from pipelines.ray_runtime import local_cpus
+
         t0 = time.perf_counter()
-        ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
+        ray.init(address="local", num_cpus=local_cpus(workers), include_dashboard=False,
                  object_store_memory=int(object_store_gb * 2**30))
         ray_start = time.perf_counter() - t0
     job = load_job_config(None, {"data": str(folder), "model_name": f"bench-w{workers}",

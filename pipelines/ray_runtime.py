@@ -32,8 +32,12 @@ class PacedScheduling(ExecutionCallback):
             time.sleep(self.PACE_S)
 
 
-def init(address: str | None = None, log_to_driver: bool = False) -> None:
+def init(address: str | None = None, log_to_driver: bool = False,
+         train_workers: int | None = None) -> None:
     """Join ``address`` (or RAY_ADDRESS), else start a local Ray. Never initialises twice.
+
+    ``train_workers=0`` (training in this process, Ray Train's local mode): a local Ray gets
+    only the machine's cores as logical CPUs, since no train worker needs a share of them.
 
     While the CLI is quiet (pipelines.logs), the workers' output stays in Ray's session logs
     and Ray Data shows no progress bars: the driver's own logs go to the job's log file.
@@ -55,12 +59,21 @@ def init(address: str | None = None, log_to_driver: bool = False) -> None:
     if address:
         ray.init(address=address, log_to_driver=log_to_driver)
     else:
-        # Logical CPUs ≥ 4 even on 2 cores: train workers get fractions and Ray Data's read
-        # tasks still find a slot (whole-CPU workers on 2 CPUs starve the readers: a hang).
         # address="local": always a new local Ray. A bare ray.init() would follow
         # /tmp/ray/ray_current_cluster to a cluster someone once ran `ray start` for.
-        ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
+        ray.init(address="local", num_cpus=local_cpus(train_workers), include_dashboard=False,
                  log_to_driver=log_to_driver)
+
+
+def local_cpus(train_workers: int | None = None) -> int:
+    """Logical CPUs of a local Ray. At least 4 even on 2 cores: train workers get fractions
+    and Ray Data's read tasks still find a slot (whole-CPU workers on 2 CPUs starve the
+    readers: a hang). With no train workers (``train_workers=0``, local mode), the cores
+    alone: Ray keeps up to that many idle workers, and each that Ray Data used holds ~0.2 GB
+    of its own (1M rows on 2 cores: 4 idle workers at the memory peak with 4 logical CPUs,
+    2 with 2, and 0.5 GB less in all; benchmarks/RESULTS.md)."""
+    cores = os.cpu_count() or 1
+    return cores if train_workers == 0 else max(4, cores)
 
 
 def cpus_per_worker(workers: int, requested: float | None) -> float:

@@ -134,7 +134,7 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
     log(f"input: {len(source.files)} file(s), {source.rows} rows; MLflow: {uri}"
         + (f"; logs: {log_file}" if log_file else ""))
 
-    ray_runtime.init(job.address, log_to_driver=progress)
+    ray_runtime.init(job.address, log_to_driver=progress, train_workers=job.workers)
     clock.lap("ray_start")
     ds = dataset.read(source)
     stats = dataset.distributed_statistics(ds, schema)
