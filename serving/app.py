@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Protocol
 
 import pyarrow as pa
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.batching import EmbedRequest, ScoreRequest
 from serving.codecs import (
@@ -109,37 +110,7 @@ def create_app(get_backend: Callable[[], Backend]) -> FastAPI:
         return JSONResponse({"error": f"{where} parameter '{name}': {first['msg']}",
                              "column": None}, status_code=422)
 
-    @app.middleware("http")
-    async def _auth_and_size(request: Request, call_next):
-        try:  # the exception handlers do not cover middleware
-            backend = get_backend()
-        except RequestError as e:  # no model yet: drain as far as the default limit allows
-            return await _answer_early(request, await _request_error(request, e),
-                                       Limits().max_body_bytes)
-        token, limit = backend.token, backend.limits.max_body_bytes
-        # Relative to the mount point: under a Serve route prefix the path carries it.
-        path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
-        if token and (path.startswith("/v1/") or path == "/invocations"):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return await _answer_early(request, JSONResponse(
-                    {"error": "missing or wrong bearer token"}, status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"}), limit)
-        # A client that waits for "100 Continue" has sent nothing yet: refuse by the header.
-        # Any other oversized body is read first (read_body), or the client sees a reset.
-        length = request.headers.get("content-length", "")
-        if "100-continue" in request.headers.get("expect", "").lower() and \
-                length.isdigit() and int(length) > limit:
-            return JSONResponse({"error": f"body of {length} bytes is over the {limit}-byte "
-                                          "limit"}, status_code=413)
-        return await call_next(request)
-
-    async def _answer_early(request: Request, response: Response, limit: int) -> Response:
-        """``response``, after reading the body the client is sending (see read_body)."""
-        if "100-continue" not in request.headers.get("expect", "").lower():
-            with contextlib.suppress(RequestError):  # past the drain limit: answer anyway
-                await read_body(request.stream(), DRAIN_FACTOR * limit, DRAIN_FACTOR * limit)
-        return response
+    app.add_middleware(RequestGate, get_backend=get_backend, on_error=_request_error)
 
     async def body_of(request: Request) -> bytes:
         limit = get_backend().limits.max_body_bytes
@@ -261,6 +232,58 @@ class Stopwatch:
 
     def header(self) -> str:
         return ", ".join(f"{stage};dur={1000 * s:.2f}" for stage, s in self._laps)
+
+
+class RequestGate:
+    """The checks before a route: a model is loaded, the bearer token, and an oversized
+    body announced with ``Expect: 100-continue``. A plain ASGI middleware: Starlette's
+    ``@app.middleware("http")`` runs every request through a task group and memory streams,
+    which cost more than these checks themselves."""
+
+    def __init__(self, app: ASGIApp, get_backend: Callable[[], Backend],
+                 on_error: Callable[[Request, RequestError], Awaitable[Response]]) -> None:
+        self.app, self.get_backend, self.on_error = app, get_backend, on_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope, receive)
+            refusal = await self.refusal(request)
+            if refusal is not None:
+                return await refusal(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    async def refusal(self, request: Request) -> Response | None:
+        """The answer to a request refused here, else None (the route answers)."""
+        try:  # the exception handlers do not cover middleware
+            backend = self.get_backend()
+        except RequestError as e:  # no model yet: drain as far as the default limit allows
+            return await _answer_early(request, await self.on_error(request, e),
+                                       Limits().max_body_bytes)
+        token, limit = backend.token, backend.limits.max_body_bytes
+        # Relative to the mount point: under a Serve route prefix the path carries it.
+        path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+        if token and (path.startswith("/v1/") or path == "/invocations"):
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return await _answer_early(request, JSONResponse(
+                    {"error": "missing or wrong bearer token"}, status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"}), limit)
+        # A client that waits for "100 Continue" has sent nothing yet: refuse by the header.
+        # Any other oversized body is read first (read_body), or the client sees a reset.
+        length = request.headers.get("content-length", "")
+        if "100-continue" in request.headers.get("expect", "").lower() and \
+                length.isdigit() and int(length) > limit:
+            return JSONResponse({"error": f"body of {length} bytes is over the {limit}-byte "
+                                          "limit"}, status_code=413)
+        return None
+
+
+async def _answer_early(request: Request, response: Response, limit: int) -> Response:
+    """``response``, after reading the body the client is sending (see read_body)."""
+    if "100-continue" not in request.headers.get("expect", "").lower():
+        with contextlib.suppress(RequestError):  # past the drain limit: answer anyway
+            await read_body(request.stream(), DRAIN_FACTOR * limit, DRAIN_FACTOR * limit)
+    return response
 
 
 def _only_parameters(request: Request, *known: str) -> None:

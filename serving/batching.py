@@ -11,19 +11,28 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TypeVar
 
 import pyarrow as pa
 
+from serving.codecs import IpcTable
 from serving.service import ModelService
 
 Result = pa.Table | Exception
 R = TypeVar("R")
 
 
+class _TableRequest:
+    """A request whose table crosses processes as an Arrow IPC stream (codecs.IpcTable)."""
+
+    def __reduce__(self):
+        rest = [getattr(self, f.name) for f in fields(self)[1:]]  # type: ignore[arg-type]
+        return type(self), (IpcTable(self.table), *rest)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class ScoreRequest:
+class ScoreRequest(_TableRequest):
     table: pa.Table
     iwae_samples: int | None = None
     seed: int = 0
@@ -31,7 +40,7 @@ class ScoreRequest:
 
 
 @dataclass(frozen=True)
-class EmbedRequest:
+class EmbedRequest(_TableRequest):
     table: pa.Table
     return_std: bool = False
 

@@ -52,3 +52,25 @@ def test_merged_embed_requests_get_their_solo_results(service, adult_test):
         assert result.column_names == solo.column_names
         np.testing.assert_allclose(np.stack([c.to_numpy() for c in result.columns]),
                                    np.stack([c.to_numpy() for c in solo.columns]), atol=1e-5)
+
+
+def test_requests_and_answers_cross_processes_as_arrow_streams(service, adult_test):
+    """Pickled (as Ray sends them to and from a model replica), a request keeps its options
+    and exactly its rows; an answer unpickles as the table itself. A slice ships only its
+    rows."""
+    import pickle
+
+    from serving.codecs import IpcTable
+
+    rows_ = adult_test.slice(100, 3)
+    for request in (ScoreRequest(rows_, iwae_samples=4, seed=7, top_k=1),
+                    EmbedRequest(rows_, return_std=True)):
+        wire = pickle.dumps(request)
+        back = pickle.loads(wire)
+        assert type(back) is type(request) and back.table.equals(rows_)
+        assert {k: v for k, v in vars(back).items() if k != "table"} == \
+            {k: v for k, v in vars(request).items() if k != "table"}
+        assert len(wire) < len(pickle.dumps(type(request)(adult_test.slice(0, 3000)))) / 10
+    answer = service.score(rows_)
+    back = pickle.loads(pickle.dumps(IpcTable(answer)))
+    assert isinstance(back, pa.Table) and back.equals(answer)
