@@ -6,8 +6,9 @@
   (torch's default threads: both cores), the rows already in memory;
 * the batch job: ``pipelines.batch.run`` (what `vae score|embed` runs) reading the Parquet
   files, on a local Ray started beforehand (its start-up is reported apart).
-Peak RSS sums this process and every Ray process on the machine, sampled every 0.5 s; each
-measurement runs in its own process, so peaks are not inherited.
+Peak memory: PSS summed over this process and every Ray process (a shared page, the object
+store's among them, counts once), sampled every second; each measurement runs in its own
+process, so peaks are not inherited.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from results_file import write_section  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_training import PeakRSS  # noqa: E402
+from bench_training import PeakMemory  # noqa: E402
 
 
 def make_model(folder: Path) -> Path:
@@ -84,11 +85,11 @@ def batch_job(action: str, model: Path, data: Path, work: Path) -> dict:
 
 
 def child(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as work, PeakRSS() as rss:
+    with tempfile.TemporaryDirectory() as work, PeakMemory() as memory:
         how, action = args.child.split(":")
         result = (in_process(action, args.model, args.data) if how == "inproc"
                   else batch_job(action, args.model, args.data, Path(work)))
-    print(json.dumps({**result, "peak_rss_gb": rss.peak / 2**30}))
+    print(json.dumps({**result, "peak_pss_gb": memory.pss / 2**30}))
 
 
 def measure(how: str, action: str, model: Path, data: Path) -> dict:
@@ -138,9 +139,9 @@ def render(results: list, args: argparse.Namespace) -> str:
              "`TabularVAE.score/embed` on the table already in memory (2 torch threads; reading "
              "the Parquet is not counted). Batch = `pipelines.batch.run` (what `vae score|embed` "
              "runs): read, encode, model, write Parquet, check, rename — on a local Ray started "
-             "beforehand (Ray start-up apart). Score = IWAE K = 16. Peak RSS sums this process "
-             "and all Ray processes.", "",
-             "| job | rows | how | rows/s | vs in-process | seconds | peak RSS GB |",
+             "beforehand (Ray start-up apart). Score = IWAE K = 16. Peak PSS sums this process "
+             "and all Ray processes (a shared page counts once).", "",
+             "| job | rows | how | rows/s | vs in-process | seconds | peak PSS GB |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     ref = {}
     for action, rows, how, r in results:
@@ -150,18 +151,18 @@ def render(results: list, args: argparse.Namespace) -> str:
         name = "in-process (reference)" if how == "inproc" else "batch job"
         extra = f" (+{r['ray_start_s']:.0f} s Ray start)" if "ray_start_s" in r else ""
         lines.append(f"| {action} | {rows:,} | {name} | {r['rows_per_s']:,.0f} | {ratio:.2f} | "
-                     f"{r['seconds']:.1f}{extra} | {r['peak_rss_gb']:.2f} |")
+                     f"{r['seconds']:.1f}{extra} | {r['peak_pss_gb']:.2f} |")
     batch = {(a, n): r for a, n, how, r in results if how == "batch"}
     inproc = {(a, n): r for a, n, how, r in results if how == "inproc"}
     score = batch[("score", args.score_rows)]["rows_per_s"] / ref[("score", args.score_rows)]
     small, large = min(rows_of := [n for a, n in batch if a == "embed"]), max(rows_of)
     lines += ["", f"Batch scoring runs at {score:.2f} of the in-process forward (goal ≥ 0.70). "
-              f"From {small:,} to {large:,} rows ({large / small:.0f}×) the batch job's peak RSS "
-              f"went from {batch[('embed', small)]['peak_rss_gb']:.1f} to "
-              f"{batch[('embed', large)]['peak_rss_gb']:.1f} GB (Ray Data's object-store budget "
+              f"From {small:,} to {large:,} rows ({large / small:.0f}×) the batch job's peak PSS "
+              f"went from {batch[('embed', small)]['peak_pss_gb']:.1f} to "
+              f"{batch[('embed', large)]['peak_pss_gb']:.1f} GB (Ray Data's object-store budget "
               "bounds the blocks in flight), the in-process forward's from "
-              f"{inproc[('embed', small)]['peak_rss_gb']:.1f} to "
-              f"{inproc[('embed', large)]['peak_rss_gb']:.1f} GB (it holds the whole table and "
+              f"{inproc[('embed', small)]['peak_pss_gb']:.1f} to "
+              f"{inproc[('embed', large)]['peak_pss_gb']:.1f} GB (it holds the whole table and "
               "its encoding). Each job also pays ~10 s of fixed cost (actors start and load the "
               "model; the output is checked and renamed)."]
     return "\n".join(lines) + "\n"

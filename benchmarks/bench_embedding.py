@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from results_file import write_section  # noqa: E402
-from synthetic_metrics import CATEGORICAL, NUMERIC  # noqa: E402
+from synthetic_metrics import ADULT  # noqa: E402
 
 from vae_core import TabularVAE  # noqa: E402
 
@@ -73,12 +73,12 @@ class Task:
 
 def adult() -> Task:
     train, test = (pd.read_parquet(DATA / "adult" / f"{s}.parquet") for s in ("train", "test"))
-    categorical = [c for c in CATEGORICAL if c != "income"]
-    mean, std = train[NUMERIC].mean(), train[NUMERIC].std()
+    numeric, categorical = ADULT.numeric, [c for c in ADULT.categorical if c != "income"]
+    mean, std = train[numeric].mean(), train[numeric].std()
     levels = {c: np.array(sorted(train[c].unique())) for c in categorical}
 
     def space(frame: pd.DataFrame) -> np.ndarray:
-        numbers = ((frame[NUMERIC] - mean) / std).to_numpy(np.float64)
+        numbers = ((frame[numeric] - mean) / std).to_numpy(np.float64)
         one_hot = [(frame[c].to_numpy()[:, None] == levels[c][None, :]).astype(np.float64)
                    for c in categorical]
         return np.hstack([numbers, *one_hot])
