@@ -68,12 +68,14 @@ def init(address: str | None = None, log_to_driver: bool = False,
 def local_cpus(train_workers: int | None = None) -> int:
     """Logical CPUs of a local Ray. At least 4 even on 2 cores: train workers get fractions
     and Ray Data's read tasks still find a slot (whole-CPU workers on 2 CPUs starve the
-    readers: a hang). With no train workers (``train_workers=0``, local mode), the cores
-    alone: Ray keeps up to that many idle workers, and each that Ray Data used holds ~0.2 GB
-    of its own (1M rows on 2 cores: 4 idle workers at the memory peak with 4 logical CPUs,
-    2 with 2, and 0.5 GB less in all; benchmarks/RESULTS.md)."""
+    readers: a hang). With no train workers (``train_workers=0``, local mode), the cores,
+    at least 2: Ray keeps up to that many idle workers, and each that Ray Data used holds
+    ~0.2 GB of its own (1M rows on 2 cores: 4 idle workers at the memory peak with 4 logical
+    CPUs, 2 with 2, and 0.5 GB less in all; benchmarks/RESULTS.md). Two, not one: a batch
+    job run next on the same Ray (``vae demo``) needs a CPU for its model actor and half a
+    one for its readers."""
     cores = os.cpu_count() or 1
-    return cores if train_workers == 0 else max(4, cores)
+    return max(2, cores) if train_workers == 0 else max(4, cores)
 
 
 def cpus_per_worker(workers: int, requested: float | None) -> float:

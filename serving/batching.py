@@ -27,7 +27,7 @@ class _TableRequest:
     """A request whose table crosses processes as an Arrow IPC stream (codecs.IpcTable)."""
 
     def __reduce__(self):
-        rest = [getattr(self, f.name) for f in fields(self)[1:]]  # type: ignore[arg-type]
+        rest = [getattr(self, f.name) for f in fields(self)[1:] if f.init]  # type: ignore[arg-type]
         return type(self), (IpcTable(self.table), *rest)  # type: ignore[attr-defined]
 
 
