@@ -36,8 +36,8 @@ def init(address: str | None = None, log_to_driver: bool = False,
          train_workers: int | None = None) -> None:
     """Join ``address`` (or RAY_ADDRESS), else start a local Ray. Never initialises twice.
 
-    ``train_workers=0`` (training in this process, Ray Train's local mode): a local Ray gets
-    only the machine's cores as logical CPUs, since no train worker needs a share of them.
+    ``train_workers``: how many Train workers the job runs (0: Ray Train's local mode); a
+    local Ray's logical CPUs follow from it (``local_cpus``).
 
     While the CLI is quiet (pipelines.logs), the workers' output stays in Ray's session logs
     and Ray Data shows no progress bars: the driver's own logs go to the job's log file.
