@@ -344,10 +344,14 @@ def test_a_model_replica_that_dies_under_load_loses_no_request(server, versions,
     print(f"\n{len(answers)} requests, {len(answers) - statuses.count(200)} failed, longest "
           f"gap between answers {gap:.2f} s")
     assert sum(t > 6 for t in done) > 20  # the survivor kept answering after the kill
+    # The death was seen and requests were sent again. Requests the replica had taken, the
+    # ingress sends again ("a model replica died", tests/test_serving_retries.py); requests
+    # on their way to it that it had not yet taken, Serve's router routes again ("is
+    # temporarily unavailable"). Which of the two the kill meets depends on its timing.
     logs = Path(ray_session_dir()) / "logs" / "serve"
-    retried = [f for f in logs.glob("replica_vae_VAEIngress_*.log")
-               if "a model replica died" in f.read_text(errors="replace")]
-    assert retried, "no request was held by the killed replica: the retry went untested"
+    texts = [f.read_text(errors="replace") for f in logs.glob("replica_vae_VAEIngress_*.log")]
+    assert any("a model replica died" in t or "is temporarily unavailable" in t
+               for t in texts), "the ingress never saw the killed replica: nothing was retried"
     for _ in range(120):  # Serve notices the death (health check) and starts another
         now = model_replicas()
         if len(now) == 2 and victim not in now:
