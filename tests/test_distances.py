@@ -35,17 +35,20 @@ def test_the_stress_of_too_few_or_identical_rows_is_zero_and_differentiable():
 def test_rescaled_encoded_rows_are_at_the_distances_pca_is_given():
     rng = np.random.default_rng(0)
     price, city = rng.normal(50, 10, 30), rng.choice(["a", "b", "c"], 30)
-    table = pa.table({"price": price, "city": city})
-    schema = infer_schema(table.schema)
+    flag = (np.arange(30) % 4 == 0).astype(float)  # p = 8/30: a flag, standardised by PCA
+    table = pa.table({"price": price, "city": city, "flag": flag})
+    schema = infer_schema(table.schema, {"flag": "binary"})
     transformer = ColumnTransformer.fit(schema, TableStatistics.of(schema, table),
                                         numeric_transform="standard")
     x = torch.from_numpy(transformer.transform(table).x)
     scale = encoded_distance_scale(transformer.feature_spans)
-    # PCA's input: the standardised number and the category one-hot.
+    # PCA's input: the standardised number, the category one-hot and the standardised flag.
     z = (price - price.mean()) / price.std(ddof=1)
     one_hot = (city[:, None] == np.array(["a", "b", "c"])[None, :]).astype(float)
-    expected = torch.nn.functional.pdist(torch.from_numpy(np.column_stack([z, one_hot])))
-    # ddof of the fitted std aside (a common factor), the distances are PCA's
+    z_flag = (flag - flag.mean()) / flag.std(ddof=0)
+    expected = torch.nn.functional.pdist(torch.from_numpy(np.column_stack([z, one_hot,
+                                                                            z_flag])))
+    # ddof of the fitted std aside (a factor ≤ √(30/29)), the distances are PCA's
     got = torch.nn.functional.pdist((x * scale).double())
     ratio = got[expected > 0] / expected[expected > 0]
     torch.testing.assert_close(ratio, torch.full_like(ratio, ratio.mean().item()), rtol=2e-2,

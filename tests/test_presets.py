@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from vae_core import ModelConfig, TabularVAE, TrainConfig, infer_schema
+from vae_core import DataError, Kind, ModelConfig, TabularVAE, TrainConfig, infer_schema
 from vae_core.data.statistics import TableStatistics
 from vae_core.presets import (
     MIN_STEPS,
@@ -174,3 +174,25 @@ def test_the_training_job_fills_the_preset_around_the_keys_it_set():
     job, choice = with_preset(built, shape)  # a config built in code: its changed fields win
     assert job.train.trim_fraction == 0.1 and job.train.beta == 8.0
     assert with_preset(JobConfig(data="x"), shape) == (JobConfig(data="x"), None)
+
+
+def test_the_embedding_preset_models_0_1_columns_as_flags_unless_told_otherwise(tmp_path):
+    rng = np.random.default_rng(0)
+    table = small_table().append_column("dummy", pa.array(rng.integers(0, 2, 300)
+                                                          .astype(float)))
+    vae = TabularVAE(preset="embedding", latent_dim=2, epochs=1, seed=0).fit(table)
+    assert vae.preset.filled["zero_one_columns"] == "binary"
+    assert vae.transformer.schema["dummy"].kind is Kind.BINARY
+    assert vae.transformer.schema["a"].kind is Kind.CONTINUOUS
+    loaded = TabularVAE.load(vae.save(tmp_path / "m"))
+    assert loaded.transformer.schema["dummy"].kind is Kind.BINARY
+    np.testing.assert_array_equal(loaded.embed(table), vae.embed(table))
+    with pytest.raises(DataError, match="column 'dummy'.*other than 0/1"):
+        vae.embed(table.set_column(3, "dummy", pa.array(np.full(300, 2.0))))
+    as_numbers = TabularVAE(preset="embedding", zero_one_columns="numeric", epochs=1,
+                            seed=0).fit(table)
+    assert "zero_one_columns" not in as_numbers.preset.filled
+    assert as_numbers.transformer.schema["dummy"].kind is Kind.CONTINUOUS
+    named = TabularVAE(preset="embedding", columns={"dummy": "integer"}, epochs=1,
+                       seed=0).fit(table)
+    assert named.transformer.schema["dummy"].kind is Kind.INTEGER

@@ -4,7 +4,7 @@ import pytest
 
 from tests.tables import OVERRIDES, mixed_table
 from vae_core import DataError, Kind, SchemaError, TableStatistics, infer_schema
-from vae_core.data.statistics import QuantileSketch
+from vae_core.data.statistics import QuantileSketch, zero_one_as_binary
 
 
 def test_schema_inference_and_overrides():
@@ -87,3 +87,46 @@ def test_nan_and_inf_are_refused_with_the_column_name():
         values[3] = bad
         with pytest.raises(DataError, match="column 'price'"):
             TableStatistics.of(schema, t.set_column(1, "price", pa.array(values)))
+
+
+def test_numeric_columns_of_0_and_1_become_flags_with_their_exact_counts():
+    rng = np.random.default_rng(0)
+    n = 200
+    dummy = rng.integers(0, 2, n).astype(float)
+    table = pa.table({
+        "dummy": pa.array(np.where(np.arange(n) % 50 == 0, None, dummy).tolist(),
+                          pa.float64()),  # 0.0/1.0 with nulls
+        "flag01": rng.integers(0, 2, n).astype(float),  # 0.0/1.0, no nulls
+        "count01": rng.integers(0, 2, n),  # 0/1 integers: a count, which may exceed 1 later
+        "kept": rng.integers(0, 2, n).astype(float),  # 0/1, but the user named its kind
+        "three": rng.integers(0, 3, n).astype(float),  # 0, 1 and 2: a number
+        "zeros": np.zeros(n),  # never 1: constant, left as it is
+        "price": rng.normal(size=n)})
+    schema = infer_schema(table.schema, {"kept": "continuous"})
+    parts = [TableStatistics.of(schema, table.slice(a, 100)) for a in (0, 100)]
+    stats = parts[0].merge(parts[1])  # as the Ray Data statistics pass merges blocks
+    flagged_schema, flagged = zero_one_as_binary(schema, stats, keep={"kept"})
+    kinds = {c.name: c.kind for c in flagged_schema.columns}
+    assert kinds == {"dummy": Kind.BINARY, "flag01": Kind.BINARY, "count01": Kind.INTEGER,
+                     "kept": Kind.CONTINUOUS,
+                     "three": Kind.CONTINUOUS, "zeros": Kind.CONTINUOUS,
+                     "price": Kind.CONTINUOUS}
+    present = dummy[np.arange(n) % 50 != 0]
+    assert flagged.columns["dummy"].categories == {1: int(present.sum()),
+                                                    0: int(len(present) - present.sum())}
+    assert flagged.columns["dummy"].nulls == 4
+    ones = int(table.column("flag01").to_numpy().sum())
+    assert flagged.columns["flag01"].categories == {1: ones, 0: n - ones}
+    # A flag's statistics equal those of the same column declared binary by the user.
+    declared = infer_schema(table.schema, {"dummy": "binary", "kept": "continuous"})
+    assert flagged.columns["dummy"].to_dict() == TableStatistics.of(
+        declared, table).columns["dummy"].to_dict()
+    # One block with a 2 in it makes the column a number for the whole table, also as JSON.
+    import json
+
+    two = table.set_column(1, "flag01", pa.array(np.full(n, 2.0)))
+    merged = TableStatistics.from_dict(json.loads(json.dumps(
+        stats.merge(TableStatistics.of(schema, two)).to_dict())))
+    assert not merged.columns["flag01"].zero_one and merged.columns["dummy"].zero_one
+    assert {c.name: c.kind for c in zero_one_as_binary(schema, merged)[0].columns}[
+        "flag01"] is Kind.CONTINUOUS

@@ -33,6 +33,7 @@ def _field(default, help: str):
 DECODERS = ("factorized", "autoregressive")
 NUMERIC_TRANSFORMS = ("quantile", "standard", "pooled")
 DECODER_SCALES = ("row", "column", "shared")
+ZERO_ONE_COLUMNS = ("numeric", "binary")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class ModelConfig:
     max_categories: int = _field(100, "categories kept per column; rarer ones share an "
                                  "'other' slot")
     max_knots: int = _field(512, "knots of the quantile→normal map per numeric column")
+    zero_one_columns: str = _field("numeric", "float columns whose values are all 0 or 1 "
+                                   "(one-hot, dummy columns): numeric (modelled as numbers) or "
+                                   "binary (as flags, a Bernoulli head); integer columns and "
+                                   "columns named in columns keep their kind")
     numeric_transform: str = _field("quantile", "quantile (quantile→normal with atoms: "
                                     "generation, embeddings), standard ((x − mean) / std: "
                                     "anomalies on contaminated data), pooled ((x − mean) / s, "
@@ -71,6 +76,7 @@ class ModelConfig:
         _one_of("numeric_transform", self.numeric_transform, NUMERIC_TRANSFORMS)
         _one_of("decoder_scale", self.decoder_scale, DECODER_SCALES)
         _one_of("decoder", self.decoder, DECODERS)
+        _one_of("zero_one_columns", self.zero_one_columns, ZERO_ONE_COLUMNS)
 
     def to_dict(self) -> dict:
         d = asdict(self)

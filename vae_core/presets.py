@@ -122,11 +122,15 @@ def anomaly(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
 def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     """A non-linear probabilistic PCA: one σ shared by every numeric column, a small KL
     weight (β 0.03), one 512-wide hidden layer; numbers standardised, or on one pooled
-    scale when the columns share a unit (``TableShape.shared_unit``); for d ≥ 8 the
-    distance stress (weight 1000), which keeps the table's distances; at least
-    ``MIN_STEPS`` optimiser steps (a small table gets more epochs, up to 200)."""
+    scale when the columns share a unit (``TableShape.shared_unit``); numeric columns whose
+    values are all 0 or 1 (one-hot, dummy columns) modelled as flags
+    (``zero_one_columns: binary``), whose Bernoulli likelihood fits them where a Gaussian
+    with one shared σ does not; for d ≥ 8 the distance stress (weight 1000), which keeps
+    the table's distances; at least ``MIN_STEPS`` optimiser steps (a small table gets more
+    epochs, up to 200)."""
     setting: Setting = {"decoder_scale": "shared", "beta": 0.03, "hidden": [512],
-                        "numeric_transform": "pooled" if shape.shared_unit else "standard"}
+                        "numeric_transform": "pooled" if shape.shared_unit else "standard",
+                        "zero_one_columns": "binary"}
     if chosen["latent_dim"] >= 8:
         setting["distance_weight"] = 1000.0
     setting["epochs"] = epochs_for_steps(shape.rows, chosen["batch_size"], chosen["epochs"])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -118,6 +119,29 @@ def test_a_tcvae_job_logs_each_kl_term_and_serves_from_the_registry(mlflow_serve
 
     vae = TabularVAE.load(model_folder("models:/adult-tcvae@champion"))
     assert vae.train_config.objective == "tcvae" and vae.train_config.tc_beta == 4.0
+
+
+def test_the_embedding_preset_trains_0_1_columns_as_flags(mlflow_server, ray_local, adult_slice,
+                                                          workdir):
+    """The job's statistics pass (Ray Data, merged over blocks) finds the 0/1 column, the
+    preset models it as a flag, and the registered model keeps it so."""
+    folder = workdir / "with-dummy"
+    folder.mkdir()
+    for part in sorted(adult_slice.glob("*.parquet")):
+        t = pq.read_table(part)
+        male = pc.equal(t.column("sex"), "Male").cast(pa.float64())  # a 0.0/1.0 dummy
+        pq.write_table(t.append_column("male", male), folder / part.name)
+    outcome = train(job(folder, model_name="adult-dummy", preset="embedding", latent_dim=2,
+                        epochs=1, workers=0))
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.registry import model_folder
+
+    vae = TabularVAE.load(model_folder("models:/adult-dummy@champion"))
+    kinds = {c.name: c.kind.value for c in vae.transformer.schema.columns}
+    assert kinds["male"] == "binary" and kinds["age"] == "integer"
+    params = MlflowClient().get_run(outcome.run_id).data.params
+    assert params["preset.filled.zero_one_columns"] == "binary"
 
 
 def test_data_too_big_for_the_object_store_streams_and_trains_like_kept_data(

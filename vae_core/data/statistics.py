@@ -8,6 +8,8 @@ moments), so the pass runs per Ray Data block and is reduced afterwards.
 * Quantiles: a DDSketch-style log-bucket histogram. Bucket counts simply add under merge,
   which makes the sketch deterministic and merge-exact; quantiles have relative error
   ``relative_accuracy``.
+* Whether every value of a numeric column is 0 or 1 (a one-hot or dummy column), which
+  ``zero_one_as_binary`` reads to model such float columns as flags.
 * Categories: exact counts. The ``max_categories`` cap and the "other" bucket are applied
   when the transformer is fitted, not here, because a cap applied per block would not
   merge exactly. Above ``MAX_TRACKED_CATEGORIES`` distinct values the rarest are dropped
@@ -17,8 +19,8 @@ moments), so the pass runs per Ray Data block and is reduced afterwards.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -195,6 +197,7 @@ class ColumnStatistics:
     moments: Moments = field(default_factory=Moments)
     sketch: QuantileSketch = field(default_factory=QuantileSketch)
     categories: dict = field(default_factory=dict)  # value -> count (categorical, binary)
+    zero_one: bool = True  # numeric: no present value other than 0 and 1 seen so far
 
     def update(self, name: str, array: pa.Array | pa.ChunkedArray) -> None:
         self.rows += len(array)
@@ -204,6 +207,7 @@ class ColumnStatistics:
             present = values[~missing]
             self.moments = self.moments.merge(Moments.of(present))
             self.sketch.update(present)
+            self.zero_one = self.zero_one and bool(np.isin(present, (0.0, 1.0)).all())
         elif self.kind is Kind.BINARY:
             values, missing = binary_values(name, array)
             ones = int(values[~missing].sum())
@@ -224,19 +228,21 @@ class ColumnStatistics:
     def merge(self, other: ColumnStatistics) -> ColumnStatistics:
         out = ColumnStatistics(self.kind, self.rows + other.rows, self.nulls + other.nulls,
                                self.moments.merge(other.moments), self.sketch.merge(other.sketch),
-                               dict(self.categories))
+                               dict(self.categories), self.zero_one and other.zero_one)
         out._count(other.categories)
         return out
 
     def to_dict(self) -> dict:
         return {"kind": self.kind.value, "rows": self.rows, "nulls": self.nulls,
                 "moments": self.moments.__dict__, "sketch": self.sketch.to_dict(),
-                "categories": sorted(self.categories.items(), key=lambda kv: (-kv[1], str(kv[0])))}
+                "categories": sorted(self.categories.items(), key=lambda kv: (-kv[1], str(kv[0]))),
+                "zero_one": self.zero_one}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> ColumnStatistics:
         return cls(Kind(d["kind"]), d["rows"], d["nulls"], Moments(**d["moments"]),
-                   QuantileSketch.from_dict(d["sketch"]), {v: c for v, c in d["categories"]})
+                   QuantileSketch.from_dict(d["sketch"]), {v: c for v, c in d["categories"]},
+                   bool(d.get("zero_one", False)))
 
 
 @dataclass
@@ -282,3 +288,30 @@ class TableStatistics:
     @classmethod
     def from_dict(cls, d: Mapping) -> TableStatistics:
         return cls({n: ColumnStatistics.from_dict(c) for n, c in d.items()})
+
+
+def zero_one_as_binary(schema: TableSchema, stats: TableStatistics, keep: Collection[str] = ()
+                       ) -> tuple[TableSchema, TableStatistics]:
+    """The schema and statistics with every float column that holds both 0 and 1 and no other
+    value (one-hot and dummy columns) made a binary column (a Bernoulli head), except the
+    columns in ``keep`` (the user's overrides). Integer columns stay numbers: a count that
+    never exceeded 1 in training (a pixel at the edge of a digit) may well do so later, which
+    a flag would refuse; a float measurement does not take only the values 0.0 and 1.0. The
+    counts of ones and zeros come from the moments: ones = mean × count, exactly, since every
+    value is 0 or 1."""
+    def holds_0_and_1_only(name: str) -> bool:
+        col = stats.columns.get(name)
+        return bool(col and col.zero_one and col.moments.min == 0 and col.moments.max == 1)
+
+    flags = {s.name for s in schema.features if s.kind is Kind.CONTINUOUS
+             and s.name not in keep and holds_0_and_1_only(s.name)}
+    if not flags:
+        return schema, stats
+    columns = dict(stats.columns)
+    for name in flags:
+        col = columns[name]
+        ones = round(col.moments.mean * col.moments.count)
+        columns[name] = ColumnStatistics(Kind.BINARY, col.rows, col.nulls,
+                                         categories={1: ones, 0: col.moments.count - ones})
+    return (TableSchema(tuple(replace(s, kind=Kind.BINARY) if s.name in flags else s
+                              for s in schema.columns)), TableStatistics(columns))

@@ -51,6 +51,7 @@ class Span:
     sampleable: int = 0  # categorical: leading slots a sample may take (known + null)
     atoms: tuple[tuple[float, float], ...] = ()  # numeric: each atom's (z_low, z_high)
     nullable: bool = True  # numeric, binary: training had nulls, so a sample may be null
+    one_rate: float = 0.5  # binary: the share of ones in training
 
 
 @dataclass
@@ -76,8 +77,9 @@ class ColumnTransformer:
             atoms = (tuple((float(lo), float(hi)) for _, lo, hi in enc.qmap.atoms)
                      if isinstance(enc, NumericEncoder) else ())
             nullable = getattr(enc, "null_rate", 1.0) > 0
+            one_rate = enc.one_rate if isinstance(enc, BinaryEncoder) else 0.5
             spans.append(Span(spec.name, enc.head, start, enc.width, sampleable, atoms,
-                              nullable))
+                              nullable, one_rate))
             start += enc.width
         return spans
 

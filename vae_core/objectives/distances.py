@@ -23,12 +23,15 @@ from vae_core.objectives.loss import LossOutput, Objective
 def encoded_distance_scale(spans: list[Span]) -> torch.Tensor:
     """Per encoded slot, the factor that makes Euclidean distance between encoded rows the
     distance PCA would see: numbers as transformed (a point value is [z, z, missing], so each
-    z slot counts 1/√2 and the value once), categories one-hot (√2 between two levels), and
-    each missing flag 1."""
+    z slot counts 1/√2 and the value once), flags standardised as the standard transform
+    would standardise a 0/1 number (1/√(p(1 − p)), p the share of ones), categories one-hot
+    (√2 between two levels), and each missing flag 1."""
     scale = torch.ones(sum(s.width for s in spans))
     for s in spans:
         if s.head == "numeric":
             scale[s.start:s.start + 2] = 1 / math.sqrt(2)
+        elif s.head == "binary" and 0 < s.one_rate < 1:
+            scale[s.start] = 1 / math.sqrt(s.one_rate * (1 - s.one_rate))
     return scale
 
 
