@@ -122,7 +122,7 @@ def anomaly(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
 def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     """A non-linear probabilistic PCA: one σ shared by every numeric column, a small KL
     weight (β 0.03), one 512-wide hidden layer; numbers standardised, or on one pooled
-    scale when the columns share a unit (``TableShape.shared_unit``); numeric columns whose
+    scale when the columns share a unit (``TableShape.shared_unit``); float columns whose
     values are all 0 or 1 (one-hot, dummy columns) modelled as flags
     (``zero_one_columns: binary``), whose Bernoulli likelihood fits them where a Gaussian
     with one shared σ does not; for d ≥ 8 the distance stress (weight 1000), which keeps
