@@ -126,6 +126,36 @@ def test_a_shared_scale_is_one_sigma_for_every_row_and_every_column():
     assert module.likelihood.numeric.column_scale.grad.abs().sum() > 0
 
 
+def test_a_linear_encoder_gives_a_posterior_affine_in_the_row():
+    """μ(a·x₁ + (1 − a)·x₂) = a·μ(x₁) + (1 − a)·μ(x₂), and likewise log σ², for any a: the
+    encoder is one affine map of [x, c]; the decoder keeps its hidden layers."""
+    torch.manual_seed(0)
+    spans = [Span("a", "numeric", 0, 3), Span("b", "numeric", 3, 3)]
+    module = VAEModule(spans, x_dim=6, c_dim=1, latent_dim=2, hidden=(8,),
+                       linear_encoder=True)
+    x1, x2, c1, c2 = torch.randn(5, 6), torch.randn(5, 6), torch.randn(5, 1), torch.randn(5, 1)
+    for a in (0.3, 2.0):
+        mixed = module.posterior(a * x1 + (1 - a) * x2, a * c1 + (1 - a) * c2)
+        q1, q2 = module.posterior(x1, c1), module.posterior(x2, c2)
+        torch.testing.assert_close(mixed.loc, a * q1.loc + (1 - a) * q2.loc)
+        torch.testing.assert_close(mixed.scale.log(),
+                                   a * q1.scale.log() + (1 - a) * q2.scale.log())
+    mlp_encoder = VAEModule(spans, x_dim=6, c_dim=1, latent_dim=2, hidden=(8,))
+    half = mlp_encoder.posterior(0.5 * x1 + 0.5 * x2, 0.5 * c1 + 0.5 * c2).loc
+    assert not torch.allclose(half, 0.5 * mlp_encoder.posterior(x1, c1).loc
+                              + 0.5 * mlp_encoder.posterior(x2, c2).loc)
+    assert any(isinstance(m, torch.nn.SiLU) for m in module.decoder.modules())
+
+
+def test_a_linear_encoder_model_round_trips(adult_train, tmp_path):
+    vae = TabularVAE(epochs=1, seed=0, latent_dim=2, encoder="linear"
+                     ).fit(adult_train.slice(0, 2000))
+    loaded = TabularVAE.load(vae.save(tmp_path / "m"))
+    rows = adult_train.slice(2000, 300)
+    np.testing.assert_array_equal(loaded.embed(rows), vae.embed(rows))
+    assert loaded.model_config.encoder == "linear"
+
+
 def test_a_pooled_shared_scale_model_round_trips(adult_train, tmp_path):
     vae = TabularVAE(epochs=2, seed=0, numeric_transform="pooled", decoder_scale="shared"
                      ).fit(adult_train.slice(0, 2000))
@@ -214,6 +244,8 @@ def test_a_span_of_the_wrong_width_is_refused_by_name():
 @pytest.mark.parametrize("make, words", [
     (lambda: ModelConfig(decoder="deep"), "decoder 'deep' is not one of"),
     (lambda: ModelConfig(numeric_transform="log"), "numeric_transform 'log' is not one of"),
+    (lambda: ModelConfig(encoder="deep"), "encoder 'deep' is not one of mlp, linear"),
+    (lambda: ModelConfig(encoder="linear", latent_layers=2), "encoder 'linear' needs"),
     (lambda: ModelConfig(decoder_scale="cell"),
      "decoder_scale 'cell' is not one of row, column, shared"),
     (lambda: TrainConfig(trim_fraction=0.6), r"trim_fraction must be in \[0, 0.5\)"),

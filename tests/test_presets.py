@@ -73,6 +73,9 @@ def test_embedding_rule_follows_latent_dim_and_unit():
     low = resolve_preset("embedding", shape, current(latent_dim=2), ()).filled
     high = resolve_preset("embedding", shape, current(latent_dim=8), ()).filled
     assert "distance_weight" not in low and high["distance_weight"] > 0
+    assert low["encoder"] == "linear" and "encoder" not in high
+    ladder = resolve_preset("embedding", shape, current(latent_dim=2, latent_layers=2), ())
+    assert "encoder" not in ladder.filled  # the ladder's inference needs its hidden layers
     assert low["numeric_transform"] == "standard"  # 2 columns do not make a shared unit
     pooled = TableShape(**{**shape.to_dict(), "shared_unit": True})
     assert resolve_preset("embedding", pooled, current(), ()).filled[

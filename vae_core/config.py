@@ -34,6 +34,7 @@ DECODERS = ("factorized", "autoregressive")
 NUMERIC_TRANSFORMS = ("quantile", "standard", "pooled")
 DECODER_SCALES = ("row", "column", "shared")
 ZERO_ONE_COLUMNS = ("numeric", "binary")
+ENCODERS = ("mlp", "linear")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class ModelConfig:
                              "z₁'s, the layer next to the data)")
     hidden: tuple[int, ...] = _field((128, 128), "hidden layer widths of encoder and "
                                      "decoder, units per layer, e.g. 128,128")
+    encoder: str = _field("mlp", "mlp: q(z|x)'s mean and log-variance from the hidden "
+                          "layers; linear: affine in the encoded row, the decoder still an MLP "
+                          "(a projection keeps a tight group of rows tight, as PCA does: the "
+                          "embedding preset's choice below d = 8); latent_layers 1 only")
     latent_layers: int = _field(1, "1: VAE; 2: hierarchical VAE z₂ → z₁ → x with ladder "
                                 "inference, embeddings then from the top layer")
     top_latent_dim: int = _field(4, "dimensions of the top layer z₂ (latent_layers 2 only)")
@@ -77,6 +82,10 @@ class ModelConfig:
         _one_of("decoder_scale", self.decoder_scale, DECODER_SCALES)
         _one_of("decoder", self.decoder, DECODERS)
         _one_of("zero_one_columns", self.zero_one_columns, ZERO_ONE_COLUMNS)
+        _one_of("encoder", self.encoder, ENCODERS)
+        if self.encoder == "linear" and self.latent_layers != 1:
+            raise ValueError("encoder 'linear' needs latent_layers 1 (the ladder's top-down "
+                             "inference reads the hidden layers)")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -24,17 +24,21 @@ from vae_core.nn.likelihood import ColumnLikelihood
 
 
 class VAEModule(LatentVariableModule):
-    """q(z|x,c), p(z) = N(0, I), p(x|z,c)."""
+    """q(z|x,c), p(z) = N(0, I), p(x|z,c); with ``linear_encoder`` q's parameters are
+    affine in [x, c] (μ = W·[x, c] + b), as probabilistic PCA's posterior mean is."""
 
     def __init__(self, spans: list[Span], x_dim: int, c_dim: int = 0, latent_dim: int = 8,
                  hidden: tuple[int, ...] = (256, 256), min_scale: float = 0.01,
-                 autoregressive: bool = False, decoder_scale: str = "row") -> None:
+                 autoregressive: bool = False, decoder_scale: str = "row",
+                 linear_encoder: bool = False) -> None:
         super().__init__()
         self.x_dim, self.c_dim, self.latent_dim = x_dim, c_dim, latent_dim
         self.noise_dim = self.embedding_dim = latent_dim
         self.likelihood = ColumnLikelihood(spans, min_scale, decoder_scale)
-        self.encoder = mlp([x_dim + c_dim, *hidden])
-        self.posterior_head = nn.Linear(hidden[-1], 2 * latent_dim)
+        # A linear encoder makes (μ, log σ²) affine in [x, c]: the decoder stays an MLP.
+        self.encoder = nn.Identity() if linear_encoder else mlp([x_dim + c_dim, *hidden])
+        self.posterior_head = nn.Linear(x_dim + c_dim if linear_encoder else hidden[-1],
+                                        2 * latent_dim)
         self._build_decoder(latent_dim + c_dim, hidden, autoregressive)
 
     def posterior(self, x: torch.Tensor, c: torch.Tensor) -> Normal:
