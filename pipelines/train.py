@@ -26,7 +26,6 @@ from pipelines.stage_times import LOOP_STAGES, StageTimes, summary_line
 from pipelines.train_loop import checkpoint_dirs, train_loop
 from vae_core import Calibration, ColumnTransformer, TabularVAE, infer_schema
 from vae_core.config import changed_fields
-from vae_core.data.statistics import zero_one_as_binary
 from vae_core.model import CALIBRATION_ROWS
 from vae_core.presets import PresetChoice, TableShape, apply_preset
 
@@ -142,10 +141,7 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
     job, preset = with_preset(job, TableShape.of(schema, stats))
     if preset:
         log(f"preset {preset.name}: " + ", ".join(f"{k}={v}" for k, v in preset.filled.items()))
-    if job.model.zero_one_columns == "binary":
-        schema, stats = zero_one_as_binary(schema, stats, keep=job.columns)
-    transformer = ColumnTransformer.fit(schema, stats, job.model.max_categories,
-                                        job.model.max_knots, job.model.numeric_transform)
+    transformer = ColumnTransformer.for_model(schema, stats, job.model)
     clock.lap("statistics")
     splits = dataset.encoded_splits(source, ds, transformer, job.train.validation_fraction,
                                     job.train.seed)

@@ -36,7 +36,7 @@ from vae_core.config import (
 )
 from vae_core.constrained_sampling import sample_constrained
 from vae_core.data.schema import infer_schema
-from vae_core.data.statistics import TableStatistics, zero_one_as_binary
+from vae_core.data.statistics import TableStatistics
 from vae_core.data.tables import TableLike, as_table
 from vae_core.data.transform import ColumnTransformer, EncodedTable
 from vae_core.errors import DataError, ModelFormatError
@@ -114,11 +114,7 @@ class TabularVAE:
         stats = TableStatistics.of(schema, table)
         if self.preset_name:
             self._apply_preset(TableShape.of(schema, stats))
-        if self.model_config.zero_one_columns == "binary":
-            schema, stats = zero_one_as_binary(schema, stats, keep=self.model_config.columns)
-        self.transformer = ColumnTransformer.fit(schema, stats, self.model_config.max_categories,
-                                                 self.model_config.max_knots,
-                                                 self.model_config.numeric_transform)
+        self.transformer = ColumnTransformer.for_model(schema, stats, self.model_config)
         enc = self.transformer.transform(table)
         cfg = self.train_config
         is_val = holdout_mask(enc.x, cfg.validation_fraction if table.num_rows >= 20 else 0.0,

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vae_core.config import NUMERIC_TRANSFORMS
+from vae_core.config import NUMERIC_TRANSFORMS, ModelConfig
 from vae_core.data.encoders import (
     BinaryEncoder,
     CategoricalEncoder,
@@ -36,7 +36,7 @@ from vae_core.data.encoders import (
 from vae_core.data.quantile_map import QuantileNormalMap
 from vae_core.data.schema import ColumnSpec, Kind, TableSchema, type_from_string
 from vae_core.data.standard_map import StandardScoreMap
-from vae_core.data.statistics import TableStatistics
+from vae_core.data.statistics import TableStatistics, zero_one_as_binary
 from vae_core.errors import SchemaError
 
 
@@ -90,6 +90,15 @@ class ColumnTransformer:
     @property
     def c_dim(self) -> int:
         return sum(s.width for s in self.condition_spans)
+
+    @classmethod
+    def for_model(cls, schema: TableSchema, stats: TableStatistics, cfg: ModelConfig
+                  ) -> ColumnTransformer:
+        """The transformer a model config asks for: its column kinds (0/1 float columns as
+        flags with ``zero_one_columns: binary``), category cap, knots and numeric transform."""
+        if cfg.zero_one_columns == "binary":
+            schema, stats = zero_one_as_binary(schema, stats, keep=cfg.columns)
+        return cls.fit(schema, stats, cfg.max_categories, cfg.max_knots, cfg.numeric_transform)
 
     @classmethod
     def fit(cls, schema: TableSchema, stats: TableStatistics, max_categories: int = 100,
