@@ -10,7 +10,11 @@ import torch
 from vae_core import ColumnTransformer, TableStatistics, TabularVAE, TrainConfig, infer_schema
 from vae_core.nn import LadderVAEModule, VAEModule
 from vae_core.objectives import objective_for
-from vae_core.objectives.distances import distance_stress, encoded_distance_scale
+from vae_core.objectives.distances import (
+    PrincipalSubspace,
+    distance_stress,
+    encoded_distance_scale,
+)
 
 
 def test_the_stress_is_zero_for_a_scaled_rotation_and_positive_for_a_projection():
@@ -91,3 +95,43 @@ def test_training_with_the_distance_term_keeps_held_out_distances_better(adult_t
         return distance_stress(torch.from_numpy(vae.embed(held)), rows * scale).item()
 
     assert held_out_stress(100.0) < 0.5 * held_out_stress(0.0)
+
+
+def test_the_tracked_subspace_is_the_covariances_top_eigenvectors():
+    g = torch.Generator().manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(12, 12, generator=g))
+    sd = torch.tensor([4.0, 3.0, 2.5] + [1.0] * 9)  # a clear gap after the top 3
+    subspace = PrincipalSubspace(3)
+    for _ in range(300):
+        subspace.update(torch.randn(256, 12, generator=g) * sd @ rotation.T + 5.0)
+    cosines = torch.linalg.svdvals(rotation[:, :3].T @ subspace.basis)  # principal angles
+    assert cosines.min() > 0.99
+    torch.testing.assert_close(subspace.basis.T @ subspace.basis, torch.eye(3), atol=1e-5,
+                               rtol=0)
+
+
+@pytest.mark.parametrize("rest_share", [0.0, 0.3, 1.0])
+def test_the_target_distances_are_the_top_ones_plus_a_share_of_the_rest(rest_share):
+    g = torch.Generator().manual_seed(1)
+    subspace = PrincipalSubspace(2)
+    subspace.update(torch.randn(64, 6, generator=g, dtype=torch.float64))
+    rows = torch.randn(20, 6, generator=g, dtype=torch.float64)
+    v = subspace.basis
+    top = torch.nn.functional.pdist(rows @ v) ** 2
+    rest = torch.nn.functional.pdist(rows - rows @ v @ v.T) ** 2
+    got = torch.nn.functional.pdist(subspace.target(rows, rest_share)) ** 2
+    torch.testing.assert_close(got, top + rest_share * rest)
+    if rest_share == 1.0:  # all of it: the rows' own distances
+        torch.testing.assert_close(got, torch.nn.functional.pdist(rows) ** 2)
+
+
+def test_a_first_batch_too_small_for_the_directions_leaves_the_rows_distances():
+    torch.manual_seed(0)
+    spans = ColumnTransformer.fit(*_small_schema_and_stats()).feature_spans
+    module = VAEModule(spans, x_dim=6, latent_dim=4, hidden=(8,))
+    objective = objective_for(TrainConfig(distance_weight=1.0, distance_rest_share=0.0))
+    x, c = torch.randn(3, 6), torch.zeros(3, 0)  # 3 rows: no 4 directions to find
+    loss = objective(module, x, c, 1.0).loss
+    assert torch.isfinite(loss) and objective._subspace.basis is None
+    objective(module, torch.randn(32, 6), torch.zeros(32, 0), 1.0)
+    assert objective._subspace.basis.shape == (6, 4)

@@ -72,7 +72,8 @@ def test_embedding_rule_follows_latent_dim_and_unit():
     shape = shape_of(small_table())
     low = resolve_preset("embedding", shape, current(latent_dim=2), ()).filled
     high = resolve_preset("embedding", shape, current(latent_dim=8), ()).filled
-    assert "distance_weight" not in low and high["distance_weight"] > 0
+    assert 0 < low["distance_weight"] < high["distance_weight"]  # d = 2: a light pull
+    assert low["distance_rest_share"] == high["distance_rest_share"] == 0.0  # PCA's distances
     assert low["encoder"] == "linear" and "encoder" not in high
     ladder = resolve_preset("embedding", shape, current(latent_dim=2, latent_layers=2), ())
     assert "encoder" not in ladder.filled  # the ladder's inference needs its hidden layers

@@ -123,6 +123,10 @@ class TrainConfig:
     distance_weight: float = _field(0.0, "weight of the distance stress in the loss: > 0 "
                                     "makes distances in the embedding follow distances "
                                     "between rows")
+    distance_rest_share: float = _field(1.0, "the stress's target: squared distance along "
+                                        "the rows' top latent_dim principal directions "
+                                        "(tracked over the batches) plus this share of the "
+                                        "rest, in [0, 1] (1: the rows' distances, 0: PCA's)")
     validation_fraction: float = _field(0.1, "share of rows held out for validation, "
                                         "early stopping and calibration")
     early_stopping_patience: int = _field(10, "epochs without gain of the validation "
@@ -145,6 +149,9 @@ class TrainConfig:
             raise ValueError(f"trim_fraction must be in [0, 0.5), not {self.trim_fraction}")
         if not 0.0 <= self.distance_weight < math.inf:
             raise ValueError(f"distance_weight must be a number ≥ 0, not {self.distance_weight}")
+        if not 0.0 <= self.distance_rest_share <= 1.0:
+            raise ValueError("distance_rest_share must be in [0, 1], not "
+                             f"{self.distance_rest_share}")
         if self.tc_estimator not in ("mws", "mss"):
             raise ValueError(f"tc_estimator '{self.tc_estimator}' is not mws or mss")
 

@@ -125,19 +125,22 @@ def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     scale when the columns share a unit (``TableShape.shared_unit``); float columns whose
     values are all 0 or 1 (one-hot, dummy columns) modelled as flags
     (``zero_one_columns: binary``), whose Bernoulli likelihood fits them where a Gaussian
-    with one shared σ does not; for d ≥ 8 the distance stress (weight 1000), which keeps
-    the table's distances; below d = 8 a linear encoder (``encoder: linear``): a code of
-    few dimensions from an MLP encoder spends them on what the decoder can use, noise
-    included, and spreads a small tight group of rows (Waveform's rare class) that a
-    projection keeps tight; at least ``MIN_STEPS`` optimiser steps (a small table gets more
-    epochs, up to 200)."""
+    with one shared σ does not; the distance stress towards PCA's d-dimensional distances
+    (``distance_rest_share: 0``: the distances along the table's top d principal
+    directions, which drop the noise the rest holds), weight 1000 for d ≥ 8 and 30 below;
+    below d = 8 also a linear encoder (``encoder: linear``): a code of few dimensions from
+    an MLP encoder spends them on what the decoder can use, noise included, and spreads a
+    small tight group of rows (Waveform's rare class) that a projection keeps tight; at
+    least ``MIN_STEPS`` optimiser steps (a small table gets more epochs, up to 200)."""
     setting: Setting = {"decoder_scale": "shared", "beta": 0.03, "hidden": [512],
                         "numeric_transform": "pooled" if shape.shared_unit else "standard",
-                        "zero_one_columns": "binary"}
+                        "zero_one_columns": "binary", "distance_rest_share": 0.0}
     if chosen["latent_dim"] >= 8:
         setting["distance_weight"] = 1000.0
-    elif chosen["latent_layers"] == 1:  # the ladder's inference needs its hidden layers
-        setting["encoder"] = "linear"
+    else:
+        setting["distance_weight"] = 30.0
+        if chosen["latent_layers"] == 1:  # the ladder's inference needs its hidden layers
+            setting["encoder"] = "linear"
     setting["epochs"] = epochs_for_steps(shape.rows, chosen["batch_size"], chosen["epochs"])
     return setting
 

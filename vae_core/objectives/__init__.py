@@ -24,8 +24,9 @@ def objective_for(cfg: TrainConfig, dataset_size: int | None = None) -> Objectiv
     objective: Objective = (
         TCVAE(cfg.tc_weights, dataset_size, cfg.tc_estimator) if cfg.tc_weights is not None
         else ELBO(cfg.free_bits, cfg.trim_fraction))
-    return WithDistanceStress(objective, cfg.distance_weight) if cfg.distance_weight > 0 \
-        else objective
+    if cfg.distance_weight == 0:
+        return objective
+    return WithDistanceStress(objective, cfg.distance_weight, cfg.distance_rest_share)
 
 
 __all__ = ["ELBO", "TCVAE", "LossOutput", "Objective", "TrainingModule", "WithDistanceStress",

@@ -5,7 +5,11 @@ the training loss, so that Euclidean distance in the embedding follows distance 
 The likelihood alone does not ask for that: a VAE's code is close to whitened (the prior is
 N(0, I)), so a direction of little variance in the data weighs as much in the embedding as one
 of much variance, and neighbours in the embedding need not be neighbours in the table.
-``WithDistanceStress`` adds the term to another objective.
+``WithDistanceStress`` adds the term to another objective. ``distance_rest_share`` < 1 aims
+the stress at a denoised target: distance along the table's top d principal directions
+(``PrincipalSubspace``, tracked over the batches) plus that share of the rest; at 0 it is the
+distance PCA's d-dimensional code keeps, which on a noisy table separates groups better than
+the full distance, noise included.
 """
 
 from __future__ import annotations
@@ -48,19 +52,63 @@ def distance_stress(codes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
              - d_rows / d_rows.mean().clamp_min(tiny)) ** 2).mean()
 
 
+class PrincipalSubspace:
+    """The top ``k`` principal directions of the rows seen so far, tracked batch by batch by
+    block power iteration on a running average of C·V (C the rows' covariance, V the current
+    directions): V ← orthonormal((1 − m)·S + m·Cᵦ·V). A batch's own directions would not do:
+    256 rows of a wide table have principal directions of their own (a rare flag set in one
+    row dominates its batch), the table's are what PCA keeps."""
+
+    def __init__(self, k: int, momentum: float = 0.05) -> None:
+        self.k, self.momentum = k, momentum
+        self.basis: torch.Tensor | None = None  # (width, k), orthonormal columns
+        self._running: torch.Tensor | None = None  # running average of C·V
+
+    def update(self, rows: torch.Tensor) -> None:
+        """One step towards the top directions of ``rows``' covariance. The first batch with
+        more rows than directions to find starts V at its own top directions."""
+        centered = rows - rows.mean(0)
+        if self.basis is None:
+            if len(rows) <= min(self.k, rows.shape[1]):
+                return
+            self.basis = torch.linalg.svd(centered, full_matrices=False)[2][:self.k].T
+            self._running = self.basis.clone()
+        product = centered.T @ (centered @ self.basis) / len(rows)
+        self._running = (1 - self.momentum) * self._running + self.momentum * product
+        self.basis = torch.linalg.qr(self._running)[0]
+
+    def target(self, rows: torch.Tensor, rest_share: float) -> torch.Tensor:
+        """Coordinates whose Euclidean distances are d²_top + rest_share · d²_rest."""
+        top = rows @ self.basis
+        if rest_share == 0.0:
+            return top
+        return torch.cat([top, math.sqrt(rest_share) * (rows - top @ self.basis.T)], 1)
+
+
 class WithDistanceStress:
     """``objective`` + ``weight`` · the distance stress between the batch's rows (encoded,
     in PCA's units) and its posterior means. It changes the loss only; the reported terms
     are ``objective``'s."""
 
-    def __init__(self, objective: Objective, weight: float) -> None:
-        self.objective, self.weight = objective, weight
+    def __init__(self, objective: Objective, weight: float, rest_share: float = 1.0) -> None:
+        self.objective, self.weight, self.rest_share = objective, weight, rest_share
         self._scale: torch.Tensor | None = None  # encoded_distance_scale of the module's spans
+        self._subspace: PrincipalSubspace | None = None
 
     def __call__(self, module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor,
                  kl_weight: float = 1.0) -> LossOutput:
         out = self.objective(module, x, c, kl_weight)
         if self._scale is None or self._scale.device != x.device:
             self._scale = encoded_distance_scale(module.likelihood.spans).to(x.device)
-        stress = distance_stress(module.posterior(x, c).loc, x * self._scale)
+        codes = module.posterior(x, c).loc
+        target = x * self._scale
+        if self.rest_share < 1.0:
+            if self._subspace is None:
+                self._subspace = PrincipalSubspace(codes.shape[1])
+            with torch.no_grad():
+                if module.training:  # validation batches do not move the directions
+                    self._subspace.update(target.float())
+                if self._subspace.basis is not None:  # else the rows' own distances
+                    target = self._subspace.target(target.float(), self.rest_share)
+        stress = distance_stress(codes, target)
         return out._replace(loss=out.loss + self.weight * stress)
