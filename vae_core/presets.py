@@ -135,12 +135,10 @@ def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     setting: Setting = {"decoder_scale": "shared", "beta": 0.03, "hidden": [512],
                         "numeric_transform": "pooled" if shape.shared_unit else "standard",
                         "zero_one_columns": "binary", "distance_rest_share": 0.0}
-    if chosen["latent_dim"] >= 8:
-        setting["distance_weight"] = 1000.0
-    else:
-        setting["distance_weight"] = 30.0
-        if chosen["latent_layers"] == 1:  # the ladder's inference needs its hidden layers
-            setting["encoder"] = "linear"
+    setting["distance_weight"] = 1000.0 if chosen["latent_dim"] >= 8 else 30.0
+    # the ladder's inference needs its hidden layers
+    if chosen["latent_dim"] < 8 and chosen["latent_layers"] == 1:
+        setting["encoder"] = "linear"
     setting["epochs"] = epochs_for_steps(shape.rows, chosen["batch_size"], chosen["epochs"])
     return setting
 

@@ -101,14 +101,16 @@ class WithDistanceStress:
         if self._scale is None or self._scale.device != x.device:
             self._scale = encoded_distance_scale(module.likelihood.spans).to(x.device)
         codes = module.posterior(x, c).loc
-        target = x * self._scale
+        target = (x * self._scale).float()
         if self.rest_share < 1.0:
+            # Each DDP worker tracks the directions of its own shard: close to the table's,
+            # and it is a target only, so no synchronisation is needed.
             if self._subspace is None:
                 self._subspace = PrincipalSubspace(codes.shape[1])
             with torch.no_grad():
                 if module.training:  # validation batches do not move the directions
-                    self._subspace.update(target.float())
+                    self._subspace.update(target)
                 if self._subspace.basis is not None:  # else the rows' own distances
-                    target = self._subspace.target(target.float(), self.rest_share)
+                    target = self._subspace.target(target, self.rest_share)
         stress = distance_stress(codes, target)
         return out._replace(loss=out.loss + self.weight * stress)
