@@ -44,6 +44,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -231,34 +232,49 @@ def mean_of(per_seed: list[dict]) -> dict:
             "filled": per_seed[0]["filled"]}
 
 
+class Cell(NamedTuple):
+    """One (table, d, measure): the preset's mean against PCA."""
+
+    table: str
+    d: int
+    measure: str
+    gap: float  # preset − PCA
+    unreduced: bool  # d ≥ the table's columns: PCA keeps everything
+    within_refits: bool  # preset ≥ the worst of PCA's refits on TRAINED_SHARE of the rows
+
+
 class Cells:
     """(table, d, measure) cells: the preset against PCA."""
 
     def __init__(self, rows: list[dict]) -> None:
         by = {(r["task"], r["d"], r["method"]): r for r in rows}
-        # (table, d, measure, preset − PCA, d ≥ columns, preset ≥ PCA's worst refit)
-        self.cells = [(t, d, m, by[(t, d, "preset")][m] - by[(t, d, "PCA")][m],
-                       d >= by[(t, d, "PCA")]["columns"],
-                       by[(t, d, "preset")][m] >= min(by[(t, d, "PCA")]["by_subset"][m]))
+        self.cells = [Cell(t, d, m, by[(t, d, "preset")][m] - by[(t, d, "PCA")][m],
+                           d >= by[(t, d, "PCA")]["columns"],
+                           by[(t, d, "preset")][m] >= min(by[(t, d, "PCA")]["by_subset"][m]))
                       for (t, d, method) in by if method == "PCA" for m in MEASURES]
 
     def summary(self) -> str:
-        def count(cells: list) -> str:
-            wins = sum(c[3] >= 0 for c in cells)
-            worst = min(cells, key=lambda c: c[3])
+        def count(cells: list[Cell]) -> str:
+            wins = sum(c.gap >= 0 for c in cells)
+            worst = min(cells, key=lambda c: c.gap)
             return (f"{wins} of {len(cells)} ({wins / len(cells):.0%}) ≥ PCA, the worst "
-                    f"{worst[3]:+.4f} ({worst[0]}, d = {worst[1]}, {worst[2]})")
+                    f"{worst.gap:+.4f} ({worst.table}, d = {worst.d}, {worst.measure})")
 
-        reduced = [c for c in self.cells if not c[4]]
+        reduced = [c for c in self.cells if not c.unreduced]
         parts = [f"cells with d < columns: {count(reduced)}"] if reduced else []
-        parts += [f"of them {m}: {count([c for c in reduced if c[2] == m])}"
-                  for m in MEASURES if any(c[2] == m for c in reduced)]
-        below = [c for c in reduced if c[3] < 0]
+        parts += [f"of them {m}: {count([c for c in reduced if c.measure == m])}"
+                  for m in MEASURES if any(c.measure == m for c in reduced)]
+        below = [c for c in reduced if c.gap < 0]
         if below:
             parts.append(f"of the {len(below)} reduced cells below PCA, "
-                         f"{sum(c[5] for c in below)} within the range of PCA's own refits on "
-                         f"{TRAINED_SHARE:.0%} of the rows")
+                         f"{sum(c.within_refits for c in below)} within the range of PCA's own "
+                         f"refits on {TRAINED_SHARE:.0%} of the rows")
         return "; ".join([*parts, f"all cells: {count(self.cells)}"])
+
+
+def span(values: list[float]) -> str:
+    """``(min–max)`` of a cell's values over seeds or refits."""
+    return f"({min(values):.3f}–{max(values):.3f})"
 
 
 def seed_spread(rows: list[dict]) -> str:
@@ -305,15 +321,12 @@ def render(rows: list[dict], cells: Cells, args: argparse.Namespace, seconds: fl
         def cell(m: str, a: dict, b: dict) -> str:
             return f"**{a[m]:.4f}**" if a[m] >= b[m] else f"{a[m]:.4f}"
 
-        def refits(m: str, pca_row: dict = r) -> str:
-            return f"({min(pca_row['by_subset'][m]):.3f}–{max(pca_row['by_subset'][m]):.3f})"
-
-        knn = ours["by_seed"][MEASURES[0]]
+        knn, refits = MEASURES[0], r["by_subset"]
         lines.append(f"| {r['task']} ({r['columns']}) | {r['d']}{mark} | "
-                     f"{cell(MEASURES[0], ours, r)} ({min(knn):.3f}–{max(knn):.3f}) | "
-                     f"{cell(MEASURES[0], r, ours)} {refits(MEASURES[0])} | "
+                     f"{cell(knn, ours, r)} {span(ours['by_seed'][knn])} | "
+                     f"{cell(knn, r, ours)} {span(refits[knn])} | "
                      f"{cell(MEASURES[1], ours, r)} | "
-                     f"{cell(MEASURES[1], r, ours)} {refits(MEASURES[1])} | "
+                     f"{cell(MEASURES[1], r, ours)} {span(refits[MEASURES[1]])} | "
                      f"{ours['fit_s']:.1f} | `{json.dumps(ours['filled'])}` |")
     return "\n".join(lines) + "\n"
 
