@@ -26,7 +26,7 @@ import torch
 from vae_core import ColumnTransformer, ModelConfig, TabularVAE, TrainConfig
 from vae_core.artifact import upgrade_state
 from vae_core.nn import LatentVariableModule, build_module
-from vae_core.objectives import TrainingModule, objective_for
+from vae_core.objectives import TrainingModule, objective_for, row_moments
 from vae_core.presets import PresetChoice
 from vae_core.training import (
     EarlyStopping,
@@ -90,6 +90,19 @@ def _minibatches(shard, batch_size: int, device: torch.device, shuffle: torch.Ge
             yield chunk["x"][rows], chunk["c"][rows]
 
 
+@torch.no_grad()
+def _row_moments(shards, width: int, device: torch.device) -> torch.Tensor:
+    """row_moments of every row, training and validation, on every rank: one pass over
+    this rank's shards and one all-reduce, so that each rank finds the same directions."""
+    moments = row_moments((batch["x"] for shard in shards
+                           for batch in shard.iter_torch_batches(
+                               batch_size=FETCH_ROWS, dtypes=torch.float32, device=device)),
+                          width, device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(moments)
+    return moments
+
+
 @torch.inference_mode()
 def _validate(module: LatentVariableModule, shard, cfg: TrainConfig, device: torch.device
               ) -> ValidationSums:
@@ -121,8 +134,8 @@ def train_loop(cfg: dict) -> None:
     module = build_module(transformer, model_cfg)
     # To the device (and DDP when world > 1) before the optimizer and any checkpoint are
     # loaded, so that the optimizer's state lands on the parameters' device.
-    model = ray.train.torch.prepare_model(
-        TrainingModule(module, objective_for(train_cfg, cfg["train_rows"])))
+    objective = objective_for(train_cfg, cfg["train_rows"])
+    model = ray.train.torch.prepare_model(TrainingModule(module, objective))
     device = ray.train.torch.get_device()
     opt, schedule = make_optimizer(module, train_cfg)
     stopper = EarlyStopping(train_cfg.early_stopping_patience)
@@ -151,6 +164,9 @@ def train_loop(cfg: dict) -> None:
         mlflow.set_tracking_uri(cfg["tracking_uri"])
         mlflow.start_run(run_id=cfg["mlflow_run_id"])
 
+    if train_cfg.exact_directions:
+        objective.fix_directions(module, _row_moments((train_shard, val_shard), module.x_dim,
+                                                      device))
     times = {"loop_setup": time.perf_counter() - entered, "first_batch": 0.0}
     epochs_started = time.perf_counter()
     for epoch in range(start_epoch, train_cfg.epochs):

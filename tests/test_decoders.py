@@ -253,6 +253,8 @@ def test_a_span_of_the_wrong_width_is_refused_by_name():
     (lambda: TrainConfig(distance_weight=-1.0), "distance_weight must be a number ≥ 0"),
     (lambda: TrainConfig(distance_weight=float("nan")), "distance_weight must be a number ≥ 0"),
     (lambda: TrainConfig(distance_rest_share=1.5), r"distance_rest_share must be in \[0, 1\]"),
+    (lambda: TrainConfig(distance_directions="pca"),
+     "distance_directions 'pca' is not one of tracked, exact"),
     (lambda: TrainConfig(distance_rest_share=float("nan")),
      r"distance_rest_share must be in \[0, 1\]"),
 ])

@@ -12,8 +12,11 @@ from vae_core.nn import LadderVAEModule, VAEModule
 from vae_core.objectives import objective_for
 from vae_core.objectives.distances import (
     PrincipalSubspace,
+    WithDistanceStress,
     distance_stress,
     encoded_distance_scale,
+    principal_directions,
+    row_moments,
 )
 
 
@@ -135,3 +138,76 @@ def test_a_first_batch_too_small_for_the_directions_leaves_the_rows_distances():
     assert torch.isfinite(loss) and objective._subspace.basis is None
     objective(module, torch.randn(32, 6), torch.zeros(32, 0), 1.0)
     assert objective._subspace.basis.shape == (6, 4)
+
+
+def _rows_with_top_directions(n: int, width: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    rotation, _ = torch.linalg.qr(torch.randn(width, width, generator=g, dtype=torch.float64))
+    sd = torch.linspace(5.0, 0.5, width, dtype=torch.float64)  # distinct eigenvalues
+    return torch.randn(n, width, generator=g, dtype=torch.float64) * sd @ rotation.T + 3.0
+
+
+def test_row_moments_add_up_over_batches_and_hold_the_covariance():
+    rows = _rows_with_top_directions(300, 5, seed=2)
+    whole = row_moments([rows], 5)
+    torch.testing.assert_close(row_moments(rows.split(64), 5), whole)
+    assert whole[0, 0] == 300
+    torch.testing.assert_close(whole[1:, 0] / 300, rows.mean(0))
+    covariance = whole[1:, 1:] / 300 - torch.outer(whole[1:, 0], whole[1:, 0]) / 300**2
+    torch.testing.assert_close(covariance, torch.cov(rows.T, correction=0))
+    torch.testing.assert_close(row_moments([], 5), torch.zeros(6, 6, dtype=torch.float64))
+
+
+def test_exact_directions_are_pcas_components_of_the_rescaled_rows():
+    rows = _rows_with_top_directions(400, 7, seed=3)
+    scale = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0, 1.0, 0.7])
+    got = principal_directions(row_moments([rows], 7), 3, scale).double()
+    scaled = rows * scale.double()
+    # PCA's components: the right singular vectors of the centred rows, largest first
+    components = torch.linalg.svd(scaled - scaled.mean(0), full_matrices=False)[2][:3].T
+    torch.testing.assert_close((got * components).sum(0).abs(), torch.ones(3, dtype=torch.float64),
+                               atol=1e-5, rtol=0)  # each the same direction, up to its sign
+    with pytest.raises(ValueError, match="no rows"):
+        principal_directions(row_moments([], 7), 3, scale)
+
+
+def test_fixed_directions_aim_the_stress_and_training_batches_do_not_move_them():
+    torch.manual_seed(0)
+    spans = ColumnTransformer.fit(*_small_schema_and_stats()).feature_spans
+    module = VAEModule(spans, x_dim=6, latent_dim=2, hidden=(8,))
+    scale = encoded_distance_scale(spans)
+    rows = _rows_with_top_directions(200, 6, seed=4).float()
+    plain = objective_for(TrainConfig())
+    objective = objective_for(TrainConfig(distance_weight=5.0, distance_rest_share=0.0,
+                                          distance_directions="exact"))
+    assert isinstance(objective, WithDistanceStress)
+    objective.fix_directions(module, row_moments([rows], 6))
+    fixed = principal_directions(row_moments([rows], 6), 2, scale)
+    module.train()
+    x, c = torch.randn(32, 6), torch.zeros(32, 0)
+    torch.manual_seed(1)
+    base = plain(module, x, c, 1.0).loss
+    torch.manual_seed(1)
+    loss = objective(module, x, c, 1.0).loss
+    stress = distance_stress(module.posterior(x, c).loc, (x * scale) @ fixed)
+    torch.testing.assert_close(loss - base, 5.0 * stress)
+    for _ in range(5):  # a tracked subspace would move towards these batches' directions
+        objective(module, torch.randn(64, 6) * 10, torch.zeros(64, 0), 1.0)
+    torch.testing.assert_close(objective._subspace.basis, fixed)
+
+
+def test_an_exact_fit_takes_its_directions_from_every_row(monkeypatch):
+    g = np.random.default_rng(0)
+    table = pa.table({f"v{j}": g.normal(size=400) * (j + 1) for j in range(6)})
+    seen = []
+    fix = WithDistanceStress.fix_directions
+    monkeypatch.setattr(WithDistanceStress, "fix_directions",
+                        lambda self, module, moments: seen.append(moments) or fix(self, module,
+                                                                                 moments))
+    vae = TabularVAE(epochs=1, seed=0, latent_dim=2, numeric_transform="standard",
+                     distance_weight=1.0, distance_rest_share=0.0,
+                     distance_directions="exact").fit(table)
+    (moments,) = seen  # once, before training
+    assert moments[0, 0] == 400  # training and validation rows alike
+    x = torch.from_numpy(vae.transformer.transform(table).x)
+    torch.testing.assert_close(moments, row_moments([x], x.shape[1]))

@@ -75,6 +75,8 @@ def test_embedding_rule_follows_latent_dim_and_unit():
     assert 0 < low["distance_weight"] < high["distance_weight"]  # d = 2: a light pull
     assert low["distance_rest_share"] == high["distance_rest_share"] == 0.0  # PCA's distances
     assert low["encoder"] == "linear" and "encoder" not in high
+    # PCA's exact directions from d = 8; tracked ones below
+    assert high["distance_directions"] == "exact" and "distance_directions" not in low
     ladder = resolve_preset("embedding", shape, current(latent_dim=2, latent_layers=2), ())
     assert "encoder" not in ladder.filled  # the ladder's inference needs its hidden layers
     assert low["numeric_transform"] == "standard"  # 2 columns do not make a shared unit

@@ -98,6 +98,7 @@ class ModelConfig:
 
 
 OBJECTIVES = ("elbo", "tcvae")
+DISTANCE_DIRECTIONS = ("tracked", "exact")
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,11 @@ class TrainConfig:
                                         "the rows' top latent_dim principal directions "
                                         "(tracked over the batches) plus this share of the "
                                         "rest, in [0, 1] (1: the rows' distances, 0: PCA's)")
+    distance_directions: str = _field("tracked", "how the stress finds those directions "
+                                      "(distance_rest_share < 1): tracked (block power "
+                                      "iteration over the training batches) or exact (the "
+                                      "eigenvectors of the covariance of every row, training "
+                                      "and validation, from one pass before training)")
     validation_fraction: float = _field(0.1, "share of rows held out for validation, "
                                         "early stopping and calibration")
     early_stopping_patience: int = _field(10, "epochs without gain of the validation "
@@ -145,6 +151,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _one_of("objective", self.objective, OBJECTIVES)
+        _one_of("distance_directions", self.distance_directions, DISTANCE_DIRECTIONS)
         if not 0.0 <= self.trim_fraction < 0.5:
             raise ValueError(f"trim_fraction must be in [0, 0.5), not {self.trim_fraction}")
         if not 0.0 <= self.distance_weight < math.inf:
@@ -159,6 +166,12 @@ class TrainConfig:
     def tc_weights(self) -> tuple[float, float, float] | None:
         return ((self.tc_alpha, self.tc_beta, self.tc_gamma) if self.objective == "tcvae"
                 else None)
+
+    @property
+    def exact_directions(self) -> bool:
+        """Whether the fit must hand the objective every row's moments before training."""
+        return (self.distance_weight > 0 and self.distance_rest_share < 1
+                and self.distance_directions == "exact")
 
     def kl_weight(self, epoch: float) -> float:
         if self.kl_warmup_epochs <= 0:

@@ -128,6 +128,9 @@ def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     with one shared σ does not; the distance stress towards PCA's d-dimensional distances
     (``distance_rest_share: 0``: the distances along the table's top d principal
     directions, which drop the noise the rest holds), weight 1000 for d ≥ 8 and 30 below;
+    for d ≥ 8 PCA's exact directions of every row (``distance_directions: exact``; the
+    directions tracked over the batches can stay far from them on a wide table of rare
+    flags, InternetAds'), below d = 8 the tracked ones (exact ones lost kNN accuracy there);
     below d = 8 also a linear encoder (``encoder: linear``): a code of few dimensions from
     an MLP encoder spends them on what the decoder can use, noise included, and spreads a
     small tight group of rows (Waveform's rare class) that a projection keeps tight; at
@@ -135,7 +138,10 @@ def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     setting: Setting = {"decoder_scale": "shared", "beta": 0.03, "hidden": [512],
                         "numeric_transform": "pooled" if shape.shared_unit else "standard",
                         "zero_one_columns": "binary", "distance_rest_share": 0.0}
-    setting["distance_weight"] = 1000.0 if chosen["latent_dim"] >= 8 else 30.0
+    if chosen["latent_dim"] >= 8:
+        setting |= {"distance_weight": 1000.0, "distance_directions": "exact"}
+    else:
+        setting["distance_weight"] = 30.0
     # the ladder's inference needs its hidden layers
     if chosen["latent_dim"] < 8 and chosen["latent_layers"] == 1:
         setting["encoder"] = "linear"

@@ -24,7 +24,7 @@ from torch import nn
 
 from vae_core.config import TrainConfig
 from vae_core.nn import LatentVariableModule
-from vae_core.objectives import LossOutput, TrainingModule, objective_for
+from vae_core.objectives import LossOutput, TrainingModule, objective_for, row_moments
 
 
 @dataclass
@@ -262,6 +262,7 @@ class EarlyStopping:
 
 
 _HASH_ROWS = 2048
+_MOMENT_ROWS = 8192  # rows per float64 copy when the objective needs every row's moments
 
 
 def holdout_mask(x: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -301,11 +302,17 @@ def fit_module(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, x_val
     """Train in memory; ends with the best validation weights loaded (or the last ones)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = TrainingModule(module, objective_for(cfg, len(x)))
+    objective = objective_for(cfg, len(x))
+    model = TrainingModule(module, objective)
     opt, schedule = make_optimizer(module, cfg)
     stopper = EarlyStopping(cfg.early_stopping_patience)
     device = next(module.parameters()).device
     xt, ct = torch.from_numpy(x).to(device), torch.from_numpy(c).to(device)
+    if cfg.exact_directions:
+        objective.fix_directions(module, row_moments(
+            (torch.from_numpy(rows[start:start + _MOMENT_ROWS])
+             for rows in (x, x_val) for start in range(0, len(rows), _MOMENT_ROWS)),
+            x.shape[1], device))
     n_batches = max(1, math.ceil(len(x) / cfg.batch_size))
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,4 +1,5 @@
 """DDP must all-reduce gradients: two ranks on different data end with identical weights.
+And the moments behind exact principal directions are every row's on every rank.
 
 The training loss is TrainingModule.forward (the VAE module with its objective) and
 train_step calls ``model(...)``; calling the bare TrainingModule (``ddp.module``) instead
@@ -62,3 +63,39 @@ def test_two_ranks_end_with_identical_weights(ray_local, tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["through_ddp"] == ranks[1]["through_ddp"]
     assert ranks[0]["bypassing_ddp"] != ranks[1]["bypassing_ddp"]
+
+
+def _moments_loop(cfg: dict) -> None:
+    import ray.train
+    import torch
+
+    from pipelines.train_loop import _row_moments
+
+    rank = ray.train.get_context().get_world_rank()
+    shards = [ray.train.get_dataset_shard(name) for name in ("train", "val")]
+    moments = _row_moments(shards, 3, torch.device("cpu"))
+    torch.save(moments, Path(cfg["out"], f"moments{rank}.pt"))
+    ray.train.report({})
+
+
+def test_every_rank_finds_the_moments_of_every_row_of_both_splits(ray_local, tmp_path):
+    import numpy as np
+    import ray.data
+    import torch
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from vae_core.objectives import row_moments
+
+    rows = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32)
+    splits = {"train": rows[:450], "val": rows[450:]}
+    TorchTrainer(_moments_loop, train_loop_config={"out": str(tmp_path)},
+                 datasets={k: ray.data.from_items([{"x": r} for r in v])
+                           for k, v in splits.items()},
+                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                 run_config=RunConfig(storage_path=str(tmp_path / "ray"), name="moments")).fit()
+    every_row = row_moments([torch.from_numpy(rows)], 3)
+    for rank in (0, 1):  # each rank saw part of the rows; the all-reduce gave it them all
+        got = torch.load(tmp_path / f"moments{rank}.pt")
+        assert got[0, 0] == 500
+        torch.testing.assert_close(got, every_row)

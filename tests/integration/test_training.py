@@ -121,17 +121,29 @@ def test_a_tcvae_job_logs_each_kl_term_and_serves_from_the_registry(mlflow_serve
     assert vae.train_config.objective == "tcvae" and vae.train_config.tc_beta == 4.0
 
 
-def test_the_embedding_preset_trains_0_1_columns_as_flags(mlflow_server, ray_local, adult_slice,
-                                                          workdir):
+def test_the_embedding_preset_trains_0_1_columns_as_flags_towards_every_rows_directions(
+        mlflow_server, ray_local, adult_slice, workdir, monkeypatch):
     """The job's statistics pass (Ray Data, merged over blocks) finds the 0/1 column, the
-    preset models it as a flag, and the registered model keeps it so."""
+    preset models it as a flag, and the registered model keeps it so; at d = 8 the loop
+    aims the stress at PCA's directions of every row, both splits (local mode: the loop
+    runs in this process, where the objective's hook is watched)."""
+    import torch
+
+    from vae_core.objectives import row_moments
+    from vae_core.objectives.distances import WithDistanceStress
+
+    seen = []
+    fix = WithDistanceStress.fix_directions
+    monkeypatch.setattr(WithDistanceStress, "fix_directions",
+                        lambda self, module, moments: seen.append(moments) or fix(self, module,
+                                                                                 moments))
     folder = workdir / "with-dummy"
     folder.mkdir()
     for part in sorted(adult_slice.glob("*.parquet")):
         t = pq.read_table(part)
         male = pc.equal(t.column("sex"), "Male").cast(pa.float64())  # a 0.0/1.0 dummy
         pq.write_table(t.append_column("male", male), folder / part.name)
-    outcome = train(job(folder, model_name="adult-dummy", preset="embedding", latent_dim=2,
+    outcome = train(job(folder, model_name="adult-dummy", preset="embedding", latent_dim=8,
                         epochs=1, workers=0))
     from mlflow.tracking import MlflowClient
 
@@ -142,6 +154,11 @@ def test_the_embedding_preset_trains_0_1_columns_as_flags(mlflow_server, ray_loc
     assert kinds["male"] == "binary" and kinds["age"] == "integer"
     params = MlflowClient().get_run(outcome.run_id).data.params
     assert params["preset.filled.zero_one_columns"] == "binary"
+    assert params["preset.filled.distance_directions"] == "exact"
+    (moments,) = seen  # once, before the first epoch
+    x = torch.from_numpy(vae.transformer.transform(pq.read_table(folder)).x)
+    assert moments[0, 0] == len(x) == 4000
+    torch.testing.assert_close(moments, row_moments([x], x.shape[1]))
 
 
 def test_data_too_big_for_the_object_store_streams_and_trains_like_kept_data(

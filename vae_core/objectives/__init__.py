@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from vae_core.config import TrainConfig
-from vae_core.objectives.distances import WithDistanceStress
+from vae_core.objectives.distances import WithDistanceStress, row_moments
 from vae_core.objectives.elbo import ELBO
 from vae_core.objectives.loss import LossOutput, Objective, TrainingModule
 from vae_core.objectives.tcvae import TCVAE, kl_decomposition
@@ -30,4 +30,4 @@ def objective_for(cfg: TrainConfig, dataset_size: int | None = None) -> Objectiv
 
 
 __all__ = ["ELBO", "TCVAE", "LossOutput", "Objective", "TrainingModule", "WithDistanceStress",
-           "kl_decomposition", "objective_for"]
+           "kl_decomposition", "objective_for", "row_moments"]

@@ -7,14 +7,20 @@ N(0, I)), so a direction of little variance in the data weighs as much in the em
 of much variance, and neighbours in the embedding need not be neighbours in the table.
 ``WithDistanceStress`` adds the term to another objective. ``distance_rest_share`` < 1 aims
 the stress at a denoised target: distance along the table's top d principal directions
-(``PrincipalSubspace``, tracked over the batches) plus that share of the rest; at 0 it is the
-distance PCA's d-dimensional code keeps, which on a noisy table separates groups better than
-the full distance, noise included.
+plus that share of the rest; at 0 it is the distance PCA's d-dimensional code keeps, which on
+a noisy table separates groups better than the full distance, noise included. The directions
+are tracked over the training batches (``PrincipalSubspace``), or, with
+``distance_directions: exact``, PCA's own: the top eigenvectors of the covariance of every
+row (``row_moments`` summed over the rows, and over the workers, in one pass before
+training; ``WithDistanceStress.fix_directions``). Tracked directions can stay far from PCA's
+on a wide table of rare flags; exact ones cost that pass, O(rows · width²), and an
+eigendecomposition, O(width³).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch.nn import functional
@@ -50,6 +56,34 @@ def distance_stress(codes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     tiny = torch.finfo(torch.float32).tiny
     return ((d_codes / d_codes.mean().clamp_min(tiny)
              - d_rows / d_rows.mean().clamp_min(tiny)) ** 2).mean()
+
+
+def row_moments(batches: Iterable[torch.Tensor], width: int,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """The Gram matrix of ``width``-wide rows with a leading 1, [[n, Σxᵀ], [Σx, Σxxᵀ]], in
+    float64: it adds up over batches and over workers (one all-reduce; a worker without
+    rows adds zeros), and holds the rows' covariance."""
+    total = torch.zeros(width + 1, width + 1, dtype=torch.float64, device=device)
+    for x in batches:
+        augmented = torch.cat([torch.ones(len(x), 1, dtype=torch.float64, device=device),
+                               x.to(device, torch.float64)], 1)
+        total += augmented.T @ augmented
+    return total
+
+
+def principal_directions(moments: torch.Tensor, k: int, scale: torch.Tensor) -> torch.Tensor:
+    """The top ``k`` principal directions (width, k) of the rows behind ``moments``
+    (``row_moments``), each slot multiplied by ``scale``: the eigenvectors of the largest
+    eigenvalues of the covariance diag(s)·(Σxxᵀ/n − x̄x̄ᵀ)·diag(s), the directions PCA keeps."""
+    n = moments[0, 0]
+    if n == 0:
+        raise ValueError("no rows to find principal directions in")
+    mean = moments[1:, 0] / n
+    covariance = moments[1:, 1:] / n - torch.outer(mean, mean)
+    s = scale.to(covariance)
+    covariance = s[:, None] * covariance * s[None, :]
+    vectors = torch.linalg.eigh(covariance)[1]  # eigenvalues ascending
+    return vectors[:, -k:].flip(1).float()
 
 
 class PrincipalSubspace:
@@ -94,6 +128,16 @@ class WithDistanceStress:
         self.objective, self.weight, self.rest_share = objective, weight, rest_share
         self._scale: torch.Tensor | None = None  # encoded_distance_scale of the module's spans
         self._subspace: PrincipalSubspace | None = None
+        self._fixed = False  # directions set by fix_directions: the batches do not move them
+
+    def fix_directions(self, module: LatentVariableModule, moments: torch.Tensor) -> None:
+        """Aim the stress at PCA's exact directions of the rows behind ``moments``
+        (``row_moments`` of encoded rows), in place of tracked ones."""
+        scale = encoded_distance_scale(module.likelihood.spans)
+        k = module.embedding_dim  # the width of the posterior the stress reads
+        self._subspace = PrincipalSubspace(k)
+        self._subspace.basis = principal_directions(moments, k, scale).to(moments.device)
+        self._fixed = True
 
     def __call__(self, module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor,
                  kl_weight: float = 1.0) -> LossOutput:
@@ -108,7 +152,8 @@ class WithDistanceStress:
             if self._subspace is None:
                 self._subspace = PrincipalSubspace(codes.shape[1])
             with torch.no_grad():
-                if module.training:  # validation batches do not move the directions
+                # tracked directions move with the training batches; fixed ones never
+                if module.training and not self._fixed:
                     self._subspace.update(target)
                 if self._subspace.basis is not None:  # else the rows' own distances
                     target = self._subspace.target(target, self.rest_share)
