@@ -16,6 +16,7 @@ from vae_core.presets import (
     epochs_for_steps,
     resolve_preset,
     shares_unit,
+    stress_weight,
 )
 
 
@@ -83,6 +84,23 @@ def test_embedding_rule_follows_latent_dim_and_unit():
     pooled = TableShape(**{**shape.to_dict(), "shared_unit": True})
     assert resolve_preset("embedding", pooled, current(), ()).filled[
         "numeric_transform"] == "pooled"
+
+
+def test_the_embedding_stress_weight_rises_with_the_codes_dimensions():
+    assert [stress_weight(d) for d in (1, 2, 7, 8, 15, 16, 64)] == [
+        30.0, 30.0, 30.0, 1000.0, 1000.0, 10_000.0, 10_000.0]
+    filled = resolve_preset("embedding", shape_of(small_table()), current(latent_dim=16),
+                            ()).filled
+    assert filled["distance_weight"] == 10_000.0 and filled["distance_directions"] == "exact"
+
+
+def test_a_table_wider_than_a_batch_gets_exact_directions_at_any_d():
+    wide = TableShape(rows=2000, numeric_columns=3, binary_columns=300, categorical_columns=0,
+                      shared_unit=False)  # 303 columns, 256 rows a batch
+    assert resolve_preset("embedding", wide, current(latent_dim=2), ()).filled[
+        "distance_directions"] == "exact"
+    wider_batches = resolve_preset("embedding", wide, current(latent_dim=2, batch_size=512), ())
+    assert "distance_directions" not in wider_batches.filled
 
 
 def test_epochs_are_raised_to_a_minimum_of_steps_on_small_tables():

@@ -119,6 +119,16 @@ def anomaly(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     return {**setting, "decoder_scale": "column", "beta": 8.0}
 
 
+# The embedding preset's weight of the distance stress, by the code's dimensions d: the
+# lowest d it applies from, and the weight (see embedding).
+STRESS_WEIGHTS = ((16, 10_000.0), (8, 1000.0), (1, 30.0))
+
+
+def stress_weight(latent_dim: int) -> float:
+    """The embedding preset's ``distance_weight`` for a code of ``latent_dim`` dimensions."""
+    return next(weight for lowest, weight in STRESS_WEIGHTS if latent_dim >= lowest)
+
+
 def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     """A non-linear probabilistic PCA: one σ shared by every numeric column, a small KL
     weight (β 0.03), one 512-wide hidden layer; numbers standardised, or on one pooled
@@ -127,23 +137,29 @@ def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     (``zero_one_columns: binary``), whose Bernoulli likelihood fits them where a Gaussian
     with one shared σ does not; the distance stress towards PCA's d-dimensional distances
     (``distance_rest_share: 0``: the distances along the table's top d principal
-    directions, which drop the noise the rest holds), weight 1000 for d ≥ 8 and 30 below;
-    for d ≥ 8 PCA's exact directions of every row (``distance_directions: exact``; the
-    directions tracked over the batches can stay far from them on a wide table of rare
-    flags, InternetAds'), below d = 8 the tracked ones (exact ones lost kNN accuracy there);
-    below d = 8 also a linear encoder (``encoder: linear``): a code of few dimensions from
+    directions, which drop the noise the rest holds), weighted by d (``STRESS_WEIGHTS``):
+    30 below d = 8, a light pull; 1000 from 8; 10 000 from 16, where PCA keeps most of a
+    table and a code that strays from its distances lost kNN accuracy to it.
+
+    The directions are PCA's exact ones of every row (``distance_directions: exact``) for
+    d ≥ 8, and for any d when the table has more columns than a batch has rows (a batch's
+    covariance cannot span such a table's, and directions tracked over the batches stay
+    far from PCA's: InternetAds); else tracked over the batches (exact ones lost kNN
+    accuracy at d = 2 on most tables).
+
+    Below d = 8 also a linear encoder (``encoder: linear``): a code of few dimensions from
     an MLP encoder spends them on what the decoder can use, noise included, and spreads a
     small tight group of rows (Waveform's rare class) that a projection keeps tight; at
     least ``MIN_STEPS`` optimiser steps (a small table gets more epochs, up to 200)."""
+    d = chosen["latent_dim"]
     setting: Setting = {"decoder_scale": "shared", "beta": 0.03, "hidden": [512],
                         "numeric_transform": "pooled" if shape.shared_unit else "standard",
-                        "zero_one_columns": "binary", "distance_rest_share": 0.0}
-    if chosen["latent_dim"] >= 8:
-        setting |= {"distance_weight": 1000.0, "distance_directions": "exact"}
-    else:
-        setting["distance_weight"] = 30.0
+                        "zero_one_columns": "binary", "distance_rest_share": 0.0,
+                        "distance_weight": stress_weight(d)}
+    if d >= 8 or shape.columns > chosen["batch_size"]:
+        setting["distance_directions"] = "exact"
     # the ladder's inference needs its hidden layers
-    if chosen["latent_dim"] < 8 and chosen["latent_layers"] == 1:
+    if d < 8 and chosen["latent_layers"] == 1:
         setting["encoder"] = "linear"
     setting["epochs"] = epochs_for_steps(shape.rows, chosen["batch_size"], chosen["epochs"])
     return setting
