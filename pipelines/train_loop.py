@@ -92,7 +92,8 @@ def _minibatches(shard, batch_size: int, device: torch.device, shuffle: torch.Ge
 
 @torch.no_grad()
 def _row_moments(shards, width: int, device: torch.device) -> torch.Tensor:
-    """row_moments of every row, training and validation, on every rank: one pass over
+    """row_moments of the rows the job trains and validates on (a streamed input's
+    validation rows are its first STREAMED_VALIDATION_ROWS), on every rank: one pass over
     this rank's shards and one all-reduce, so that each rank finds the same directions."""
     moments = row_moments((batch["x"] for shard in shards
                            for batch in shard.iter_torch_batches(

@@ -8,6 +8,7 @@ import pytest
 from vae_core import DataError, Kind, ModelConfig, TabularVAE, TrainConfig, infer_schema
 from vae_core.data.statistics import TableStatistics
 from vae_core.presets import (
+    EXACT_DIRECTIONS_MAX_COLUMNS,
     MIN_STEPS,
     PRESETS,
     PresetChoice,
@@ -94,13 +95,37 @@ def test_the_embedding_stress_weight_rises_with_the_codes_dimensions():
     assert filled["distance_weight"] == 10_000.0 and filled["distance_directions"] == "exact"
 
 
+def directions_at(shape: TableShape, **chosen) -> str | None:
+    return resolve_preset("embedding", shape, current(**chosen), ()).filled.get(
+        "distance_directions")
+
+
 def test_a_table_wider_than_a_batch_gets_exact_directions_at_any_d():
     wide = TableShape(rows=2000, numeric_columns=3, binary_columns=300, categorical_columns=0,
-                      shared_unit=False)  # 303 columns, 256 rows a batch
-    assert resolve_preset("embedding", wide, current(latent_dim=2), ()).filled[
-        "distance_directions"] == "exact"
-    wider_batches = resolve_preset("embedding", wide, current(latent_dim=2, batch_size=512), ())
-    assert "distance_directions" not in wider_batches.filled
+                      shared_unit=False)  # 303 directions, 256 rows a batch
+    assert directions_at(wide, latent_dim=2) == "exact"
+    assert directions_at(wide, latent_dim=2, batch_size=512) is None
+    assert directions_at(TableShape(**{**wide.to_dict(), "binary_columns": 253}),
+                         latent_dim=2) == "exact"  # 256 directions: a batch spans < 256
+    assert directions_at(TableShape(**{**wide.to_dict(), "binary_columns": 252}),
+                         latent_dim=2) is None
+
+
+def test_a_categorical_column_spans_its_levels_less_one_directions():
+    levels = TableShape(rows=2000, numeric_columns=2, binary_columns=0, categorical_columns=30,
+                        shared_unit=False, categorical_levels=600)
+    assert levels.columns == 32 and levels.directions == 2 + 600 - 30
+    assert directions_at(levels, latent_dim=2) == "exact"
+    seen = shape_of(pa.table({"city": ["a", "b", "c", "a"] * 50, "x": [0.5, 1.5] * 100}))
+    assert (seen.categorical_levels, seen.directions) == (3, 1 + 2)
+
+
+def test_exact_directions_are_left_out_on_a_table_too_wide_to_decompose():
+    huge = TableShape(rows=2000, numeric_columns=EXACT_DIRECTIONS_MAX_COLUMNS + 1,
+                      binary_columns=0, categorical_columns=0, shared_unit=False)
+    assert directions_at(huge, latent_dim=16) is None
+    assert directions_at(TableShape(**{**huge.to_dict(), "numeric_columns": 16}),
+                         latent_dim=16) == "exact"
 
 
 def test_epochs_are_raised_to_a_minimum_of_steps_on_small_tables():

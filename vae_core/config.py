@@ -126,13 +126,15 @@ class TrainConfig:
                                     "between rows")
     distance_rest_share: float = _field(1.0, "the stress's target: squared distance along "
                                         "the rows' top latent_dim principal directions "
-                                        "(tracked over the batches) plus this share of the "
+                                        "(see distance_directions) plus this share of the "
                                         "rest, in [0, 1] (1: the rows' distances, 0: PCA's)")
     distance_directions: str = _field("tracked", "how the stress finds those directions "
                                       "(distance_rest_share < 1): tracked (block power "
                                       "iteration over the training batches) or exact (the "
-                                      "eigenvectors of the covariance of every row, training "
-                                      "and validation, from one pass before training)")
+                                      "eigenvectors of the covariance of the rows the fit "
+                                      "trains and validates on, from one pass before "
+                                      "training: a (width + 1)² float64 matrix per worker); "
+                                      "ignored without a stress")
     validation_fraction: float = _field(0.1, "share of rows held out for validation, "
                                         "early stopping and calibration")
     early_stopping_patience: int = _field(10, "epochs without gain of the validation "
@@ -169,7 +171,7 @@ class TrainConfig:
 
     @property
     def exact_directions(self) -> bool:
-        """Whether the fit must hand the objective every row's moments before training."""
+        """Whether the fit must hand the objective its rows' moments before training."""
         return (self.distance_weight > 0 and self.distance_rest_share < 1
                 and self.distance_directions == "exact")
 

@@ -39,6 +39,7 @@ class TableShape:
     binary_columns: int
     categorical_columns: int
     shared_unit: bool  # the numeric columns are measured in one unit (see shares_unit)
+    categorical_levels: int = 0  # the categorical columns' levels seen, summed
 
     @classmethod
     def of(cls, schema: TableSchema, stats: TableStatistics) -> TableShape:
@@ -48,12 +49,21 @@ class TableShape:
         return cls(rows=rows, numeric_columns=len(numeric),
                    binary_columns=sum(s.kind is Kind.BINARY for s in features),
                    categorical_columns=sum(s.kind is Kind.CATEGORICAL for s in features),
-                   shared_unit=shares_unit(schema, stats))
+                   shared_unit=shares_unit(schema, stats),
+                   categorical_levels=sum(len(stats.columns[s.name].categories)
+                                          for s in features if s.kind is Kind.CATEGORICAL))
 
     @property
     def columns(self) -> int:
         """Modelled columns the decoder reconstructs."""
         return self.numeric_columns + self.binary_columns + self.categorical_columns
+
+    @property
+    def directions(self) -> int:
+        """Directions the rows can vary in: one per number or flag, levels − 1 per category
+        (its one-hot slots sum to 1)."""
+        return (self.numeric_columns + self.binary_columns
+                + max(self.categorical_levels - self.categorical_columns, 0))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,6 +129,12 @@ def anomaly(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     return {**setting, "decoder_scale": "column", "beta": 8.0}
 
 
+# Beyond this many columns the embedding preset leaves the stress's directions tracked:
+# PCA's exact ones cost a (width + 1)² float64 matrix on every worker and an O(width³)
+# eigendecomposition, at 2 048 columns (4 096-6 144 encoded slots) ~130-300 MB and up to
+# a minute.
+EXACT_DIRECTIONS_MAX_COLUMNS = 2048
+
 # The embedding preset's weight of the distance stress, by the code's dimensions d: the
 # lowest d it applies from, and the weight (see embedding).
 STRESS_WEIGHTS = ((16, 10_000.0), (8, 1000.0), (1, 30.0))
@@ -141,11 +157,13 @@ def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     30 below d = 8, a light pull; 1000 from 8; 10 000 from 16, where PCA keeps most of a
     table and a code that strays from its distances lost kNN accuracy to it.
 
-    The directions are PCA's exact ones of every row (``distance_directions: exact``) for
-    d ≥ 8, and for any d when the table has more columns than a batch has rows (a batch's
-    covariance cannot span such a table's, and directions tracked over the batches stay
-    far from PCA's: InternetAds); else tracked over the batches (exact ones lost kNN
-    accuracy at d = 2 on most tables).
+    The directions are PCA's exact ones of the rows the fit sees, training and validation
+    (``distance_directions: exact``), for d ≥ 8, and for any d when the rows vary in at
+    least as many directions as a batch has rows (``TableShape.directions`` ≥
+    ``batch_size``: a batch's covariance, of rank < batch_size, cannot span such a table's,
+    and directions tracked over the batches stay far from PCA's: InternetAds); else, and on
+    tables of more than ``EXACT_DIRECTIONS_MAX_COLUMNS`` columns, tracked over the batches
+    (exact ones lost kNN accuracy at d = 2 on most tables).
 
     Below d = 8 also a linear encoder (``encoder: linear``): a code of few dimensions from
     an MLP encoder spends them on what the decoder can use, noise included, and spreads a
@@ -156,7 +174,8 @@ def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
                         "numeric_transform": "pooled" if shape.shared_unit else "standard",
                         "zero_one_columns": "binary", "distance_rest_share": 0.0,
                         "distance_weight": stress_weight(d)}
-    if d >= 8 or shape.columns > chosen["batch_size"]:
+    if ((d >= 8 or shape.directions >= chosen["batch_size"])
+            and shape.columns <= EXACT_DIRECTIONS_MAX_COLUMNS):
         setting["distance_directions"] = "exact"
     # the ladder's inference needs its hidden layers
     if d < 8 and chosen["latent_layers"] == 1:
