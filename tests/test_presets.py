@@ -9,6 +9,7 @@ from vae_core import DataError, Kind, ModelConfig, TabularVAE, TrainConfig, infe
 from vae_core.data.statistics import TableStatistics
 from vae_core.presets import (
     EXACT_DIRECTIONS_MAX_COLUMNS,
+    MIN_PATIENCE_STEPS,
     MIN_STEPS,
     PRESETS,
     PresetChoice,
@@ -131,8 +132,22 @@ def test_exact_directions_are_left_out_on_a_table_too_wide_to_decompose():
 def test_epochs_are_raised_to_a_minimum_of_steps_on_small_tables():
     assert epochs_for_steps(100_000, 256, 40) == 40  # a large table keeps its epochs
     small = epochs_for_steps(1000, 256, 40)  # 4 steps an epoch
-    assert small * 4 >= MIN_STEPS or small == 200
-    assert epochs_for_steps(10, 256, 40) == 200  # capped
+    assert small * 4 >= MIN_STEPS and (small - 1) * 4 < MIN_STEPS
+    assert epochs_for_steps(10, 256, 40) == MIN_STEPS  # one step an epoch
+
+
+def test_early_stopping_waits_a_minimum_of_steps_on_small_tables():
+    def patience(rows: int, **chosen) -> int | None:
+        shape = TableShape(rows=rows, numeric_columns=4, binary_columns=0,
+                           categorical_columns=0, shared_unit=False)
+        return resolve_preset("embedding", shape, current(**chosen), ()).filled.get(
+            "early_stopping_patience")
+
+    assert patience(80) == MIN_PATIENCE_STEPS  # one step an epoch
+    assert patience(1000) * 4 >= MIN_PATIENCE_STEPS  # four steps an epoch
+    assert patience(100_000) == TrainConfig().early_stopping_patience  # 391 steps an epoch
+    assert patience(80, early_stopping_patience=0) is None  # off stays off
+    assert patience(80, early_stopping_patience=500) == 500
 
 
 def test_a_shared_unit_is_pixels_not_prices_beside_ages():
