@@ -33,6 +33,7 @@ from vae_core.training import (
     EpochReport,
     EpochSums,
     ValidationSums,
+    aim_at_principal_directions,
     epoch_report,
     make_optimizer,
     run_epoch,
@@ -165,9 +166,9 @@ def train_loop(cfg: dict) -> None:
         mlflow.set_tracking_uri(cfg["tracking_uri"])
         mlflow.start_run(run_id=cfg["mlflow_run_id"])
 
-    if train_cfg.exact_directions:
-        objective.fix_directions(module, _row_moments((train_shard, val_shard), module.x_dim,
-                                                      device))
+    if train_cfg.exact_directions:  # a resumed fit keeps its weights
+        aim_at_principal_directions(module, objective, _row_moments(
+            (train_shard, val_shard), module.x_dim, device), start=not checkpoint)
     times = {"loop_setup": time.perf_counter() - entered, "first_batch": 0.0}
     epochs_started = time.perf_counter()
     for epoch in range(start_epoch, train_cfg.epochs):

@@ -132,7 +132,7 @@ def test_a_linear_encoder_gives_a_posterior_affine_in_the_row():
     torch.manual_seed(0)
     spans = [Span("a", "numeric", 0, 3), Span("b", "numeric", 3, 3)]
     module = VAEModule(spans, x_dim=6, c_dim=1, latent_dim=2, hidden=(8,),
-                       linear_encoder=True)
+                       encoder="linear")
     x1, x2, c1, c2 = torch.randn(5, 6), torch.randn(5, 6), torch.randn(5, 1), torch.randn(5, 1)
     for a in (0.3, 2.0):
         mixed = module.posterior(a * x1 + (1 - a) * x2, a * c1 + (1 - a) * c2)
@@ -147,13 +147,14 @@ def test_a_linear_encoder_gives_a_posterior_affine_in_the_row():
     assert any(isinstance(m, torch.nn.SiLU) for m in module.decoder.modules())
 
 
-def test_a_linear_encoder_model_round_trips(adult_train, tmp_path):
-    vae = TabularVAE(epochs=1, seed=0, latent_dim=2, encoder="linear"
+@pytest.mark.parametrize("encoder", ["linear", "mlp+linear"])
+def test_a_linear_encoder_model_round_trips(adult_train, tmp_path, encoder):
+    vae = TabularVAE(epochs=1, seed=0, latent_dim=2, encoder=encoder
                      ).fit(adult_train.slice(0, 2000))
     loaded = TabularVAE.load(vae.save(tmp_path / "m"))
     rows = adult_train.slice(2000, 300)
     np.testing.assert_array_equal(loaded.embed(rows), vae.embed(rows))
-    assert loaded.model_config.encoder == "linear"
+    assert loaded.model_config.encoder == encoder
 
 
 def test_a_pooled_shared_scale_model_round_trips(adult_train, tmp_path):
@@ -246,6 +247,8 @@ def test_a_span_of_the_wrong_width_is_refused_by_name():
     (lambda: ModelConfig(numeric_transform="log"), "numeric_transform 'log' is not one of"),
     (lambda: ModelConfig(encoder="deep"), "encoder 'deep' is not one of mlp, linear"),
     (lambda: ModelConfig(encoder="linear", latent_layers=2), "encoder 'linear' needs"),
+    (lambda: ModelConfig(encoder="mlp+linear", latent_layers=2),
+     r"encoder 'mlp\+linear' needs"),
     (lambda: ModelConfig(decoder_scale="cell"),
      "decoder_scale 'cell' is not one of row, column, shared"),
     (lambda: TrainConfig(trim_fraction=0.6), r"trim_fraction must be in \[0, 0.5\)"),

@@ -9,15 +9,17 @@ import torch
 
 from vae_core import ColumnTransformer, TableStatistics, TabularVAE, TrainConfig, infer_schema
 from vae_core.nn import LadderVAEModule, VAEModule
-from vae_core.objectives import objective_for
+from vae_core.objectives import ELBO, objective_for
 from vae_core.objectives.distances import (
     PrincipalSubspace,
     WithDistanceStress,
     distance_stress,
     encoded_distance_scale,
     principal_directions,
+    principal_projection,
     row_moments,
 )
+from vae_core.training import aim_at_principal_directions
 
 
 def test_the_stress_is_zero_for_a_scaled_rotation_and_positive_for_a_projection():
@@ -211,3 +213,62 @@ def test_an_exact_fit_takes_its_directions_from_every_row(monkeypatch):
     assert moments[0, 0] == 400  # training and validation rows alike
     x = torch.from_numpy(vae.transformer.transform(table).x)
     torch.testing.assert_close(moments, row_moments([x], x.shape[1]))
+
+
+def test_pcas_code_is_an_affine_map_at_the_stress_minimum_with_unit_mean_variance():
+    rows = _rows_with_top_directions(400, 7, seed=5)
+    scale = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0, 1.0, 0.7])
+    moments = row_moments([rows], 7)
+    basis = principal_directions(moments, 3, scale)
+    weight, bias = principal_projection(moments, basis, scale)
+    codes = rows.float() @ weight.T + bias
+    scaled = rows * scale.double()
+    pca = (scaled - scaled.mean(0)) @ basis.double()  # PCA's scores along the directions
+    torch.testing.assert_close(codes.double(), pca * (codes.double() / pca)[0, 0], atol=1e-4,
+                               rtol=1e-4)  # one factor for every coordinate
+    torch.testing.assert_close(codes.mean(0), torch.zeros(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(codes.var(0, correction=0).mean(), torch.tensor(1.0))
+    assert distance_stress(codes, (rows * scale.double()).float() @ basis) < 1e-8
+
+
+@pytest.mark.parametrize("encoder", ["linear", "mlp+linear"])
+def test_a_posterior_mean_started_at_a_map_is_that_map_and_still_learns(encoder):
+    torch.manual_seed(0)
+    spans = ColumnTransformer.fit(*_small_schema_and_stats()).feature_spans
+    module = VAEModule(spans, x_dim=6, c_dim=1, latent_dim=2, hidden=(8,), encoder=encoder)
+    assert module.has_linear_mean
+    weight, bias = torch.randn(2, 6), torch.randn(2)
+    module.start_mean_at(weight, bias)
+    x, c = torch.randn(32, 6), torch.randn(32, 1)  # the condition's column gets weight 0
+    torch.testing.assert_close(module.posterior(x, c).loc, x @ weight.T + bias)
+    module.start_mean_at(weight[:1], bias[:1])  # fewer directions than code dimensions
+    torch.testing.assert_close(module.posterior(x, c).loc,
+                               torch.cat([x @ weight[:1].T + bias[:1], torch.zeros(32, 1)], 1))
+    ELBO()(module, x, c).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in module.posterior_head.parameters())
+
+
+def test_only_a_posterior_mean_with_an_affine_part_can_start_at_a_map():
+    spans = ColumnTransformer.fit(*_small_schema_and_stats()).feature_spans
+    for module in (VAEModule(spans, x_dim=6, latent_dim=2, hidden=(8,)),
+                   LadderVAEModule(spans, 6, 0, 2, 2, (8,))):
+        assert not module.has_linear_mean
+        with pytest.raises(ValueError, match="no affine part"):
+            module.start_mean_at(torch.zeros(2, 6), torch.zeros(2))
+
+
+@pytest.mark.parametrize("encoder, start", [("mlp+linear", True), ("mlp+linear", False),
+                                            ("mlp", True)])
+def test_an_exact_fit_starts_its_code_at_pcas_where_the_encoder_can_hold_it(encoder, start):
+    torch.manual_seed(0)
+    spans = ColumnTransformer.fit(*_small_schema_and_stats()).feature_spans
+    module = VAEModule(spans, x_dim=6, latent_dim=2, hidden=(8,), encoder=encoder)
+    objective = objective_for(TrainConfig(distance_weight=5.0, distance_rest_share=0.0,
+                                          distance_directions="exact"))
+    rows = _rows_with_top_directions(300, 6, seed=6).float()
+    aim_at_principal_directions(module, objective, row_moments([rows], 6), start=start)
+    basis = principal_directions(row_moments([rows], 6), 2, encoded_distance_scale(spans))
+    stress = distance_stress(module.posterior(rows, torch.zeros(300, 0)).loc,
+                             (rows * encoded_distance_scale(spans)) @ basis)
+    assert (stress < 1e-8) == (encoder == "mlp+linear" and start)  # else a random code's

@@ -77,11 +77,13 @@ def test_embedding_rule_follows_latent_dim_and_unit():
     high = resolve_preset("embedding", shape, current(latent_dim=8), ()).filled
     assert 0 < low["distance_weight"] < high["distance_weight"]  # d = 2: a light pull
     assert low["distance_rest_share"] == high["distance_rest_share"] == 0.0  # PCA's distances
-    assert low["encoder"] == "linear" and "encoder" not in high
+    # a projection below d = 8; from 8 an MLP plus the affine part the fit starts at PCA
+    assert low["encoder"] == "linear" and high["encoder"] == "mlp+linear"
     # PCA's exact directions from d = 8; tracked ones below
     assert high["distance_directions"] == "exact" and "distance_directions" not in low
-    ladder = resolve_preset("embedding", shape, current(latent_dim=2, latent_layers=2), ())
-    assert "encoder" not in ladder.filled  # the ladder's inference needs its hidden layers
+    for d in (2, 8):  # the ladder's inference needs its hidden layers
+        ladder = resolve_preset("embedding", shape, current(latent_dim=d, latent_layers=2), ())
+        assert "encoder" not in ladder.filled
     assert low["numeric_transform"] == "standard"  # 2 columns do not make a shared unit
     pooled = TableShape(**{**shape.to_dict(), "shared_unit": True})
     assert resolve_preset("embedding", pooled, current(), ()).filled[
@@ -125,6 +127,8 @@ def test_exact_directions_are_left_out_on_a_table_too_wide_to_decompose():
     huge = TableShape(rows=2000, numeric_columns=EXACT_DIRECTIONS_MAX_COLUMNS + 1,
                       binary_columns=0, categorical_columns=0, shared_unit=False)
     assert directions_at(huge, latent_dim=16) is None
+    # no exact directions, no PCA code to start at: the plain MLP encoder
+    assert "encoder" not in resolve_preset("embedding", huge, current(latent_dim=16), ()).filled
     assert directions_at(TableShape(**{**huge.to_dict(), "numeric_columns": 16}),
                          latent_dim=16) == "exact"
 

@@ -34,7 +34,7 @@ DECODERS = ("factorized", "autoregressive")
 NUMERIC_TRANSFORMS = ("quantile", "standard", "pooled")
 DECODER_SCALES = ("row", "column", "shared")
 ZERO_ONE_COLUMNS = ("numeric", "binary")
-ENCODERS = ("mlp", "linear")
+ENCODERS = ("mlp", "linear", "mlp+linear")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,10 @@ class ModelConfig:
     encoder: str = _field("mlp", "mlp: q(z|x)'s mean and log-variance from the hidden "
                           "layers; linear: affine in the encoded row, the decoder still an MLP "
                           "(a projection keeps a tight group of rows tight, as PCA does: the "
-                          "embedding preset's choice below d = 8); latent_layers 1 only")
+                          "embedding preset's choice below d = 8); mlp+linear: the MLP's mean "
+                          "plus an affine map of the row, which a fit with exact stress "
+                          "directions starts at PCA's projection; linear and mlp+linear: "
+                          "latent_layers 1 only")
     latent_layers: int = _field(1, "1: VAE; 2: hierarchical VAE z₂ → z₁ → x with ladder "
                                 "inference, embeddings then from the top layer")
     top_latent_dim: int = _field(4, "dimensions of the top layer z₂ (latent_layers 2 only)")
@@ -83,9 +86,9 @@ class ModelConfig:
         _one_of("decoder", self.decoder, DECODERS)
         _one_of("zero_one_columns", self.zero_one_columns, ZERO_ONE_COLUMNS)
         _one_of("encoder", self.encoder, ENCODERS)
-        if self.encoder == "linear" and self.latent_layers != 1:
-            raise ValueError("encoder 'linear' needs latent_layers 1 (the ladder's top-down "
-                             "inference reads the hidden layers)")
+        if self.encoder != "mlp" and self.latent_layers != 1:
+            raise ValueError(f"encoder '{self.encoder}' needs latent_layers 1 (the ladder's "
+                             "top-down inference reads the hidden layers)")
 
     def to_dict(self) -> dict:
         d = asdict(self)

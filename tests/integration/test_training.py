@@ -129,14 +129,17 @@ def test_the_embedding_preset_trains_0_1_columns_as_flags_towards_every_rows_dir
     runs in this process, where the objective's hook is watched)."""
     import torch
 
+    from vae_core.nn import VAEModule
     from vae_core.objectives import row_moments
     from vae_core.objectives.distances import WithDistanceStress
 
-    seen = []
-    fix = WithDistanceStress.fix_directions
+    seen, starts = [], []
+    fix, start = WithDistanceStress.fix_directions, VAEModule.start_mean_at
     monkeypatch.setattr(WithDistanceStress, "fix_directions",
                         lambda self, module, moments: seen.append(moments) or fix(self, module,
                                                                                  moments))
+    monkeypatch.setattr(VAEModule, "start_mean_at",
+                        lambda self, w, b: starts.append(w) or start(self, w, b))
     folder = workdir / "with-dummy"
     folder.mkdir()
     for part in sorted(adult_slice.glob("*.parquet")):
@@ -159,6 +162,9 @@ def test_the_embedding_preset_trains_0_1_columns_as_flags_towards_every_rows_dir
     x = torch.from_numpy(vae.transformer.transform(pq.read_table(folder)).x)
     assert moments[0, 0] == len(x) == 4000
     torch.testing.assert_close(moments, row_moments([x], x.shape[1]))
+    # the code's affine part started at PCA's code, and the registered model has that part
+    assert params["preset.filled.encoder"] == vae.model_config.encoder == "mlp+linear"
+    assert len(starts) == 1 and starts[0].shape == (8, x.shape[1])
 
 
 def test_data_too_big_for_the_object_store_streams_and_trains_like_kept_data(
@@ -182,11 +188,19 @@ def test_data_too_big_for_the_object_store_streams_and_trains_like_kept_data(
 def test_local_mode_resumes_from_its_last_checkpoint(mlflow_server, ray_local, adult_slice,
                                                       workdir, monkeypatch):
     from pipelines import dataset
+    from vae_core.nn import VAEModule
 
-    first = train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=2))
+    starts, start = [], VAEModule.start_mean_at
+    monkeypatch.setattr(VAEModule, "start_mean_at",
+                        lambda self, w, b: starts.append(w) or start(self, w, b))
+    # the embedding preset at d = 8 starts the code at PCA's: only a fresh fit does
+    first = train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=2,
+                      preset="embedding", latent_dim=8))
+    assert len(starts) == 1
     monkeypatch.setattr(dataset, "MATERIALIZE_SHARE", 0.0)  # as if the input had outgrown it
     again = train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=4,
-                      resume=True))
+                      preset="embedding", latent_dim=8, resume=True))
+    assert len(starts) == 1  # the resumed fit kept its trained weights
     assert first.epochs == 2 and again.epochs == 4
     with pytest.raises(ValueError, match="'resume-me' already exists.*--resume"):
         train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=5))

@@ -17,4 +17,4 @@ def build_module(transformer: ColumnTransformer, cfg: ModelConfig) -> LatentVari
                                tuple(cfg.hidden), cfg.min_scale, autoregressive,
                                cfg.decoder_scale)
     return VAEModule(spans, x_dim, c_dim, cfg.latent_dim, tuple(cfg.hidden), cfg.min_scale,
-                     autoregressive, cfg.decoder_scale, cfg.encoder == "linear")
+                     autoregressive, cfg.decoder_scale, cfg.encoder)

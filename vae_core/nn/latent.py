@@ -46,6 +46,17 @@ class LatentVariableModule(nn.Module, ABC):
                                                     hidden[0])
                                if autoregressive and len(layout.spans) > 1 else None)
 
+    @property
+    def has_linear_mean(self) -> bool:
+        """Whether q's mean holds an affine map of the row that ``start_mean_at`` can set
+        (a variant with one says so)."""
+        return False
+
+    def start_mean_at(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Start q's mean at weight·x + bias (a variant with a linear mean defines it)."""
+        raise ValueError(f"{type(self).__name__}'s posterior mean has no affine part to start "
+                         "at a map (encoder linear or mlp+linear has one)")
+
     # -- what a variant defines ------------------------------------------------------------
     @abstractmethod
     def posterior(self, x: torch.Tensor, c: torch.Tensor) -> Normal:

@@ -24,26 +24,66 @@ from vae_core.nn.likelihood import ColumnLikelihood
 
 
 class VAEModule(LatentVariableModule):
-    """q(z|x,c), p(z) = N(0, I), p(x|z,c); with ``linear_encoder`` q's parameters are
-    affine in [x, c] (μ = W·[x, c] + b), as probabilistic PCA's posterior mean is."""
+    """q(z|x,c), p(z) = N(0, I), p(x|z,c). ``encoder``: "mlp", q's parameters from an MLP;
+    "linear", affine in [x, c] (μ = W·[x, c] + b), as probabilistic PCA's posterior mean
+    is; "mlp+linear", the MLP's μ plus an affine map of [x, c] (a skip path), which
+    ``start_mean_at`` can start at a projection such as PCA's."""
 
     def __init__(self, spans: list[Span], x_dim: int, c_dim: int = 0, latent_dim: int = 8,
                  hidden: tuple[int, ...] = (256, 256), min_scale: float = 0.01,
                  autoregressive: bool = False, decoder_scale: str = "row",
-                 linear_encoder: bool = False) -> None:
+                 encoder: str = "mlp") -> None:
         super().__init__()
         self.x_dim, self.c_dim, self.latent_dim = x_dim, c_dim, latent_dim
         self.noise_dim = self.embedding_dim = latent_dim
         self.likelihood = ColumnLikelihood(spans, min_scale, decoder_scale)
         # A linear encoder makes (μ, log σ²) affine in [x, c]: the decoder stays an MLP.
-        self.encoder = nn.Identity() if linear_encoder else mlp([x_dim + c_dim, *hidden])
-        self.posterior_head = nn.Linear(x_dim + c_dim if linear_encoder else hidden[-1],
-                                        2 * latent_dim)
+        linear = encoder == "linear"
+        self.encoder = nn.Identity() if linear else mlp([x_dim + c_dim, *hidden])
+        self.posterior_head = nn.Linear(x_dim + c_dim if linear else hidden[-1], 2 * latent_dim)
+        self.mean_skip = (nn.Linear(x_dim + c_dim, latent_dim) if encoder == "mlp+linear"
+                          else None)
+        if self.mean_skip is not None:  # the MLP alone until a start says otherwise
+            nn.init.zeros_(self.mean_skip.weight)
+            nn.init.zeros_(self.mean_skip.bias)
         self._build_decoder(latent_dim + c_dim, hidden, autoregressive)
 
     def posterior(self, x: torch.Tensor, c: torch.Tensor) -> Normal:
         """q(z | x, c)."""
-        return gaussian_head(self.posterior_head(self.encoder(torch.cat([x, c], -1))))
+        xc = torch.cat([x, c], -1)
+        h = self.posterior_head(self.encoder(xc))
+        if self.mean_skip is None:
+            return gaussian_head(h)
+        mu, logvar = h.float().chunk(2, -1)
+        return gaussian_head(torch.cat([mu + self.mean_skip(xc).float(), logvar], -1))
+
+    @property
+    def has_linear_mean(self) -> bool:
+        """Whether q's mean holds an affine map of [x, c] that start_mean_at can set."""
+        return self.mean_skip is not None or isinstance(self.encoder, nn.Identity)
+
+    @torch.no_grad()
+    def start_mean_at(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Start q's mean at μ(x) = weight·x + bias (weight: [k ≤ latent_dim, x_dim]; the
+        condition's columns and the code's dimensions past k get 0: a table narrower than
+        the code has fewer principal directions than it has dimensions): the affine part
+        takes the map, the MLP's share of μ starts at 0, and training moves both from
+        there."""
+        if not self.has_linear_mean:
+            return super().start_mean_at(weight, bias)
+        d, k = self.latent_dim, len(weight)
+        full = torch.zeros(d, self.x_dim + self.c_dim, dtype=weight.dtype, device=weight.device)
+        full[:k, :self.x_dim] = weight
+        full_bias = torch.zeros(d, dtype=bias.dtype, device=bias.device)
+        full_bias[:k] = bias
+        if self.mean_skip is not None:
+            self.mean_skip.weight.copy_(full)
+            self.mean_skip.bias.copy_(full_bias)
+            self.posterior_head.weight[:d].zero_()
+            self.posterior_head.bias[:d].zero_()
+        else:
+            self.posterior_head.weight[:d].copy_(full)
+            self.posterior_head.bias[:d].copy_(full_bias)
 
     def prior(self, like: torch.Tensor) -> Normal:
         """p(z) = N(0, I), with ``like``'s leading shape."""

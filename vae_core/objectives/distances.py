@@ -71,19 +71,37 @@ def row_moments(batches: Iterable[torch.Tensor], width: int,
     return total
 
 
-def principal_directions(moments: torch.Tensor, k: int, scale: torch.Tensor) -> torch.Tensor:
-    """The top ``k`` principal directions (width, k) of the rows behind ``moments``
-    (``row_moments``), each slot multiplied by ``scale``: the eigenvectors of the largest
-    eigenvalues of the covariance diag(s)·(Σxxᵀ/n − x̄x̄ᵀ)·diag(s), the directions PCA keeps."""
+def _mean_and_covariance(moments: torch.Tensor, scale: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """x̄·s and diag(s)·(Σxxᵀ/n − x̄x̄ᵀ)·diag(s) of the rows behind ``moments``, float64."""
     n = moments[0, 0]
     if n == 0:
         raise ValueError("no rows to find principal directions in")
     mean = moments[1:, 0] / n
     covariance = moments[1:, 1:] / n - torch.outer(mean, mean)
     s = scale.to(covariance)
-    covariance = s[:, None] * covariance * s[None, :]
-    vectors = torch.linalg.eigh(covariance)[1]  # eigenvalues ascending
+    return mean * s, s[:, None] * covariance * s[None, :]
+
+
+def principal_directions(moments: torch.Tensor, k: int, scale: torch.Tensor) -> torch.Tensor:
+    """The top ``k`` principal directions (width, k) of the rows behind ``moments``
+    (``row_moments``), each slot multiplied by ``scale``: the eigenvectors of the largest
+    eigenvalues of the covariance diag(s)·(Σxxᵀ/n − x̄x̄ᵀ)·diag(s), the directions PCA keeps."""
+    vectors = torch.linalg.eigh(_mean_and_covariance(moments, scale)[1])[1]  # ascending
     return vectors[:, -k:].flip(1).float()
+
+
+def principal_projection(moments: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA's code of a row as an affine map x ↦ W·x + b, W: (k, width): the centred, scaled
+    row's coordinates along ``basis`` (``principal_directions``), ((x − x̄)·s)ᵀV, times one
+    factor that gives them a mean variance of 1 across the k coordinates (the prior's;
+    one factor for all keeps the distances PCA's, up to scale)."""
+    mean, covariance = _mean_and_covariance(moments, scale)
+    v = basis.to(covariance)
+    factor = torch.diagonal(v.T @ covariance @ v).mean().clamp_min(1e-12).rsqrt()
+    weight = (scale.to(v)[:, None] * v * factor).T
+    return weight.float(), (-(mean @ v) * factor).float()
 
 
 class PrincipalSubspace:
@@ -130,14 +148,18 @@ class WithDistanceStress:
         self._subspace: PrincipalSubspace | None = None
         self._fixed = False  # directions set by fix_directions: the batches do not move them
 
-    def fix_directions(self, module: LatentVariableModule, moments: torch.Tensor) -> None:
+    def fix_directions(self, module: LatentVariableModule, moments: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Aim the stress at PCA's exact directions of the rows behind ``moments``
-        (``row_moments`` of encoded rows), in place of tracked ones."""
-        scale = encoded_distance_scale(module.likelihood.spans)
+        (``row_moments`` of encoded rows), in place of tracked ones. Returns PCA's code
+        along them as an affine map of the encoded row (``principal_projection``): the
+        code the stress is at its minimum on, where a fit can start q's mean."""
+        scale = encoded_distance_scale(module.likelihood.spans).to(moments.device)
         k = module.embedding_dim  # the width of the posterior the stress reads
         self._subspace = PrincipalSubspace(k)
         self._subspace.basis = principal_directions(moments, k, scale).to(moments.device)
         self._fixed = True
+        return principal_projection(moments, self._subspace.basis, scale)
 
     def __call__(self, module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor,
                  kl_weight: float = 1.0) -> LossOutput:
