@@ -98,6 +98,15 @@ def test_the_embedding_stress_weight_rises_with_the_codes_dimensions():
     assert filled["distance_weight"] == 10_000.0 and filled["distance_directions"] == "exact"
 
 
+def test_the_ladders_embedding_rule_reads_its_top_layer_the_code_it_embeds_from():
+    shape = shape_of(small_table())
+    for top, weight in ((4, 30.0), (8, 1000.0), (16, 10_000.0)):
+        filled = resolve_preset("embedding", shape, current(latent_dim=16, latent_layers=2,
+                                                            top_latent_dim=top), ()).filled
+        assert filled["distance_weight"] == weight
+        assert (filled.get("distance_directions") == "exact") == (top >= 8)
+
+
 def directions_at(shape: TableShape, **chosen) -> str | None:
     return resolve_preset("embedding", shape, current(**chosen), ()).filled.get(
         "distance_directions")

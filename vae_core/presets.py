@@ -155,7 +155,9 @@ def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     (``zero_one_columns: binary``), whose Bernoulli likelihood fits them where a Gaussian
     with one shared σ does not; the distance stress towards PCA's d-dimensional distances
     (``distance_rest_share: 0``: the distances along the table's top d principal
-    directions, which drop the noise the rest holds), weighted by d (``STRESS_WEIGHTS``):
+    directions, which drop the noise the rest holds), weighted by d, the dimensions the
+    embedding reads (``latent_dim``; with ``latent_layers: 2`` the top layer's,
+    ``top_latent_dim``) (``STRESS_WEIGHTS``):
     30 below d = 8, a light pull; 1000 from 8; 10 000 from 16, where PCA keeps most of a
     table and a code that strays from its distances lost kNN accuracy to it.
 
@@ -176,7 +178,8 @@ def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     start, fits at d = 16 ended a little below PCA on tables it nearly keeps whole; at
     least ``MIN_STEPS`` optimiser steps (a small table gets more epochs), and early
     stopping's patience at least ``MIN_PATIENCE_STEPS`` steps (unless it is off)."""
-    d = chosen["latent_dim"]
+    # d: the dimensions embeddings read, and the stress holds (the ladder's top layer's)
+    d = chosen["top_latent_dim"] if chosen["latent_layers"] == 2 else chosen["latent_dim"]
     setting: Setting = {"decoder_scale": "shared", "beta": 0.03, "hidden": [512],
                         "numeric_transform": "pooled" if shape.shared_unit else "standard",
                         "zero_one_columns": "binary", "distance_rest_share": 0.0,
