@@ -149,7 +149,15 @@ def train_loop(cfg: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)
-        module.load_state_dict(upgrade_state(state["module"]))  # also one written by v2
+        try:
+            module.load_state_dict(upgrade_state(state["module"]))  # also one written by v2
+        except RuntimeError as error:  # strict: another model's parameters
+            raise ValueError(
+                "--resume: the checkpoint holds another model than this job describes (its "
+                "model keys, or the preset's choice for them, changed since it was written: "
+                f"{'; '.join(line.strip() for line in str(error).splitlines()[1:])}); pass "
+                "the keys it was trained with, "
+                "or start a new run") from None
         opt.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         stopper.best, stopper.stale, stopper.best_state = (state["best"], state["stale"],
@@ -169,6 +177,12 @@ def train_loop(cfg: dict) -> None:
     if train_cfg.exact_directions:  # a resumed fit keeps its weights
         aim_at_principal_directions(module, objective, _row_moments(
             (train_shard, val_shard), module.x_dim, device), start=not checkpoint)
+        if not checkpoint and world > 1:
+            # Each rank started the mean from its own eigendecomposition of the same
+            # moments; an eigenvector's sign may differ between ranks, so rank 0's start
+            # is everyone's (DDP synchronised the weights only in prepare_model).
+            for p in module.parameters():
+                torch.distributed.broadcast(p.data, src=0)
     times = {"loop_setup": time.perf_counter() - entered, "first_batch": 0.0}
     epochs_started = time.perf_counter()
     for epoch in range(start_epoch, train_cfg.epochs):

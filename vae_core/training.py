@@ -31,6 +31,7 @@ from vae_core.objectives import (
     objective_for,
     row_moments,
 )
+from vae_core.objectives.distances import encoded_distance_scale, principal_projection
 
 
 @dataclass
@@ -306,13 +307,15 @@ def aim_at_principal_directions(module: LatentVariableModule, objective: WithDis
                                 moments: torch.Tensor, start: bool = True) -> None:
     """Aim the distance stress at PCA's exact directions of the rows behind ``moments`` and,
     with ``start`` (a fit from scratch, not a resumed one), start q's mean at PCA's code
-    along them where it has an affine part (encoder linear or mlp+linear): the fit then
+    along them (``principal_projection``) where it has an affine part (encoder linear or
+    mlp+linear): with ``distance_rest_share`` 0 (the embedding preset's) the fit then
     begins where the stress is 0 and learns what the likelihood adds, instead of finding
     PCA's code from a random one (from a random start, fits at d = 16 ended a little
     below PCA on tables PCA nearly keeps whole)."""
-    weight, bias = objective.fix_directions(module, moments)
-    if start and module.has_linear_mean:
-        module.start_mean_at(weight.to(moments.device), bias.to(moments.device))
+    objective.fix_directions(module, moments)
+    if start and module.has_affine_mean:
+        scale = encoded_distance_scale(module.likelihood.spans).to(moments.device)
+        module.start_mean_at(*principal_projection(moments, objective.directions, scale))
 
 
 def fit_module(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, x_val: np.ndarray,

@@ -349,9 +349,18 @@ def test_a_model_replica_that_dies_under_load_loses_no_request(server, versions,
     # on their way to it that it had not yet taken, Serve's router routes again ("is
     # temporarily unavailable"). Which of the two the kill meets depends on its timing.
     logs = Path(ray_session_dir()) / "logs" / "serve"
-    texts = [f.read_text(errors="replace") for f in logs.glob("replica_vae_VAEIngress_*.log")]
-    assert any("a model replica died" in t or "is temporarily unavailable" in t
-               for t in texts), "the ingress never saw the killed replica: nothing was retried"
+
+    def death_seen() -> bool:
+        texts = [f.read_text(errors="replace")
+                 for f in logs.glob("replica_vae_VAEIngress_*.log")]
+        return any("a model replica died" in t or "is temporarily unavailable" in t
+                   for t in texts)
+
+    for _ in range(30):  # a replica's log handler writes on its own schedule
+        if death_seen():
+            break
+        time.sleep(1)
+    assert death_seen(), "the ingress never saw the killed replica: nothing was retried"
     for _ in range(120):  # Serve notices the death (health check) and starts another
         now = model_replicas()
         if len(now) == 2 and victim not in now:

@@ -201,6 +201,9 @@ def test_local_mode_resumes_from_its_last_checkpoint(mlflow_server, ray_local, a
     again = train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=4,
                       preset="embedding", latent_dim=8, resume=True))
     assert len(starts) == 1  # the resumed fit kept its trained weights
+    with pytest.raises(ValueError, match="checkpoint holds another model.*mean_skip"):
+        train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=5,
+                  preset="embedding", latent_dim=8, encoder="mlp", resume=True))
     assert first.epochs == 2 and again.epochs == 4
     with pytest.raises(ValueError, match="'resume-me' already exists.*--resume"):
         train(job(adult_slice, model_name="adult-resume", run_name="resume-me", epochs=5))

@@ -47,9 +47,9 @@ class LatentVariableModule(nn.Module, ABC):
                                if autoregressive and len(layout.spans) > 1 else None)
 
     @property
-    def has_linear_mean(self) -> bool:
-        """Whether q's mean holds an affine map of the row that ``start_mean_at`` can set
-        (a variant with one says so)."""
+    def has_affine_mean(self) -> bool:
+        """Whether q's mean holds an affine map of the row (all of it, or beside an MLP's
+        share) that ``start_mean_at`` can set (a variant with one says so)."""
         return False
 
     def start_mean_at(self, weight: torch.Tensor, bias: torch.Tensor) -> None:

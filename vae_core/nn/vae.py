@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
+from vae_core.config import ENCODERS
 from vae_core.data.transform import Span
 from vae_core.nn.blocks import gaussian_head, mlp, standard_normal
 from vae_core.nn.latent import LatentVariableModule
@@ -34,6 +35,8 @@ class VAEModule(LatentVariableModule):
                  autoregressive: bool = False, decoder_scale: str = "row",
                  encoder: str = "mlp") -> None:
         super().__init__()
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder '{encoder}' is not one of {', '.join(ENCODERS)}")
         self.x_dim, self.c_dim, self.latent_dim = x_dim, c_dim, latent_dim
         self.noise_dim = self.embedding_dim = latent_dim
         self.likelihood = ColumnLikelihood(spans, min_scale, decoder_scale)
@@ -55,11 +58,16 @@ class VAEModule(LatentVariableModule):
         if self.mean_skip is None:
             return gaussian_head(h)
         mu, logvar = h.float().chunk(2, -1)
-        return gaussian_head(torch.cat([mu + self.mean_skip(xc).float(), logvar], -1))
+        # in float32 under autocast too: started at PCA's code, the map must give it to
+        # float32 precision, or the stress (weighted 10 000) starts off its minimum
+        with torch.autocast(x.device.type, enabled=False):
+            skip = self.mean_skip(xc.float())
+        return gaussian_head(torch.cat([mu + skip, logvar], -1))
 
     @property
-    def has_linear_mean(self) -> bool:
-        """Whether q's mean holds an affine map of [x, c] that start_mean_at can set."""
+    def has_affine_mean(self) -> bool:
+        """Whether q's mean holds an affine map of [x, c] (all of it, or beside the MLP's
+        share) that start_mean_at can set."""
         return self.mean_skip is not None or isinstance(self.encoder, nn.Identity)
 
     @torch.no_grad()
@@ -69,7 +77,7 @@ class VAEModule(LatentVariableModule):
         the code has fewer principal directions than it has dimensions): the affine part
         takes the map, the MLP's share of μ starts at 0, and training moves both from
         there."""
-        if not self.has_linear_mean:
+        if not self.has_affine_mean:
             return super().start_mean_at(weight, bias)
         d, k = self.latent_dim, len(weight)
         full = torch.zeros(d, self.x_dim + self.c_dim, dtype=weight.dtype, device=weight.device)

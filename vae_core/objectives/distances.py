@@ -148,18 +148,19 @@ class WithDistanceStress:
         self._subspace: PrincipalSubspace | None = None
         self._fixed = False  # directions set by fix_directions: the batches do not move them
 
-    def fix_directions(self, module: LatentVariableModule, moments: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def fix_directions(self, module: LatentVariableModule, moments: torch.Tensor) -> None:
         """Aim the stress at PCA's exact directions of the rows behind ``moments``
-        (``row_moments`` of encoded rows), in place of tracked ones. Returns PCA's code
-        along them as an affine map of the encoded row (``principal_projection``): the
-        code the stress is at its minimum on, where a fit can start q's mean."""
-        scale = encoded_distance_scale(module.likelihood.spans).to(moments.device)
+        (``row_moments`` of encoded rows), in place of tracked ones."""
+        scale = encoded_distance_scale(module.likelihood.spans)
         k = module.embedding_dim  # the width of the posterior the stress reads
         self._subspace = PrincipalSubspace(k)
         self._subspace.basis = principal_directions(moments, k, scale).to(moments.device)
         self._fixed = True
-        return principal_projection(moments, self._subspace.basis, scale)
+
+    @property
+    def directions(self) -> torch.Tensor | None:
+        """The (width, k) directions the stress aims along; None until known."""
+        return None if self._subspace is None else self._subspace.basis
 
     def __call__(self, module: LatentVariableModule, x: torch.Tensor, c: torch.Tensor,
                  kl_weight: float = 1.0) -> LossOutput:
