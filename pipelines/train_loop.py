@@ -105,6 +105,15 @@ def _row_moments(shards, width: int, device: torch.device) -> torch.Tensor:
     return moments
 
 
+def _weights_from_rank_0(module: torch.nn.Module) -> None:
+    """Every rank takes rank 0's weights. After the mean's start: each rank started it
+    from its own eigendecomposition of the same moments, and an eigenvector's sign may
+    differ between ranks; DDP synchronised the weights only in prepare_model."""
+    with torch.no_grad():
+        for p in module.parameters():
+            torch.distributed.broadcast(p.data, src=0)
+
+
 @torch.inference_mode()
 def _validate(module: LatentVariableModule, shard, cfg: TrainConfig, device: torch.device
               ) -> ValidationSums:
@@ -178,11 +187,7 @@ def train_loop(cfg: dict) -> None:
         aim_at_principal_directions(module, objective, _row_moments(
             (train_shard, val_shard), module.x_dim, device), start=not checkpoint)
         if not checkpoint and world > 1:
-            # Each rank started the mean from its own eigendecomposition of the same
-            # moments; an eigenvector's sign may differ between ranks, so rank 0's start
-            # is everyone's (DDP synchronised the weights only in prepare_model).
-            for p in module.parameters():
-                torch.distributed.broadcast(p.data, src=0)
+            _weights_from_rank_0(module)
     times = {"loop_setup": time.perf_counter() - entered, "first_batch": 0.0}
     epochs_started = time.perf_counter()
     for epoch in range(start_epoch, train_cfg.epochs):

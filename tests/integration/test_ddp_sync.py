@@ -1,5 +1,6 @@
 """DDP must all-reduce gradients: two ranks on different data end with identical weights.
-And the moments behind exact principal directions are every row's on every rank.
+And the moments behind exact principal directions are every row's on every rank, and the
+code's start at PCA's is rank 0's on every rank.
 
 The training loss is TrainingModule.forward (the VAE module with its objective) and
 train_step calls ``model(...)``; calling the bare TrainingModule (``ddp.module``) instead
@@ -99,3 +100,44 @@ def test_every_rank_finds_the_moments_of_every_row_of_both_splits(ray_local, tmp
         got = torch.load(tmp_path / f"moments{rank}.pt")
         assert got[0, 0] == 500
         torch.testing.assert_close(got, every_row)
+
+
+def _start_loop(cfg: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from pipelines.train_loop import _weights_from_rank_0
+    from vae_core.config import TrainConfig
+    from vae_core.data.transform import Span
+    from vae_core.nn import VAEModule
+    from vae_core.objectives import TrainingModule, objective_for, row_moments
+    from vae_core.training import aim_at_principal_directions
+
+    rank = ray.train.get_context().get_world_rank()
+    spans = [Span(f"v{j}", "numeric", 3 * j, 3) for j in range(3)]
+    torch.manual_seed(0)
+    module = VAEModule(spans, x_dim=9, latent_dim=2, hidden=(16,), encoder="mlp+linear")
+    objective = objective_for(TrainConfig(distance_weight=1.0, distance_rest_share=0.0,
+                                          distance_directions="exact"))
+    ray.train.torch.prepare_model(TrainingModule(module, objective))
+    # moments that differ by rank stand for an eigendecomposition that differs by rank
+    rows = torch.randn(200, 9, generator=torch.Generator().manual_seed(rank))
+    aim_at_principal_directions(module, objective, row_moments([rows], 9))
+    sums = {"own": float(sum(p.double().sum() for p in module.parameters()))}
+    _weights_from_rank_0(module)
+    sums["shared"] = float(sum(p.double().sum() for p in module.parameters()))
+    Path(cfg["out"], f"start{rank}.json").write_text(json.dumps(sums))
+    ray.train.report({})
+
+
+def test_every_rank_starts_the_code_where_rank_0_does(ray_local, tmp_path):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    TorchTrainer(_start_loop, train_loop_config={"out": str(tmp_path)},
+                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                 run_config=RunConfig(storage_path=str(tmp_path / "ray"), name="start")).fit()
+    ranks = [json.loads((tmp_path / f"start{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["own"] != ranks[1]["own"]  # each rank's own start differs
+    assert ranks[0]["shared"] == ranks[1]["shared"] == ranks[0]["own"]  # rank 0's for all
