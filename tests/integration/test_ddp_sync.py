@@ -16,6 +16,16 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
+def _on_two_ranks(loop, tmp_path: Path, name: str, datasets: dict | None = None) -> None:
+    """Run ``loop`` on two Ray Train workers, one CPU each; it writes under ``tmp_path``."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    TorchTrainer(loop, train_loop_config={"out": str(tmp_path)}, datasets=datasets,
+                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                 run_config=RunConfig(storage_path=str(tmp_path / "ray"), name=name)).fit()
+
+
 def _loop(cfg: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -55,12 +65,7 @@ def _loop(cfg: dict) -> None:
 
 
 def test_two_ranks_end_with_identical_weights(ray_local, tmp_path):
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    TorchTrainer(_loop, train_loop_config={"out": str(tmp_path)},
-                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-                 run_config=RunConfig(storage_path=str(tmp_path / "ray"), name="ddp")).fit()
+    _on_two_ranks(_loop, tmp_path, "ddp")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["through_ddp"] == ranks[1]["through_ddp"]
     assert ranks[0]["bypassing_ddp"] != ranks[1]["bypassing_ddp"]
@@ -83,18 +88,13 @@ def test_every_rank_finds_the_moments_of_every_row_of_both_splits(ray_local, tmp
     import numpy as np
     import ray.data
     import torch
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from vae_core.objectives import row_moments
 
     rows = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32)
     splits = {"train": rows[:450], "val": rows[450:]}
-    TorchTrainer(_moments_loop, train_loop_config={"out": str(tmp_path)},
-                 datasets={k: ray.data.from_items([{"x": r} for r in v])
-                           for k, v in splits.items()},
-                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-                 run_config=RunConfig(storage_path=str(tmp_path / "ray"), name="moments")).fit()
+    _on_two_ranks(_moments_loop, tmp_path, "moments",
+                  {k: ray.data.from_items([{"x": r} for r in v]) for k, v in splits.items()})
     every_row = row_moments([torch.from_numpy(rows)], 3)
     for rank in (0, 1):  # each rank saw part of the rows; the all-reduce gave it them all
         got = torch.load(tmp_path / f"moments{rank}.pt")
@@ -132,12 +132,7 @@ def _start_loop(cfg: dict) -> None:
 
 
 def test_every_rank_starts_the_code_where_rank_0_does(ray_local, tmp_path):
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    TorchTrainer(_start_loop, train_loop_config={"out": str(tmp_path)},
-                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-                 run_config=RunConfig(storage_path=str(tmp_path / "ray"), name="start")).fit()
+    _on_two_ranks(_start_loop, tmp_path, "start")
     ranks = [json.loads((tmp_path / f"start{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["own"] != ranks[1]["own"]  # each rank's own start differs
     assert ranks[0]["shared"] == ranks[1]["shared"] == ranks[0]["own"]  # rank 0's for all
