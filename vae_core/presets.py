@@ -155,9 +155,9 @@ def embedding(shape: TableShape, chosen: Mapping[str, Any]) -> Setting:
     (``zero_one_columns: binary``), whose Bernoulli likelihood fits them where a Gaussian
     with one shared σ does not; the distance stress towards PCA's d-dimensional distances
     (``distance_rest_share: 0``: the distances along the table's top d principal
-    directions, which drop the noise the rest holds), weighted by d, the dimensions the
-    embedding reads (``latent_dim``; with ``latent_layers: 2`` the top layer's,
-    ``top_latent_dim``) (``STRESS_WEIGHTS``):
+    directions, which drop the noise the rest holds), weighted by d (``STRESS_WEIGHTS``),
+    the dimensions the embedding reads (``latent_dim``; with ``latent_layers: 2`` the top
+    layer's, ``top_latent_dim``):
     30 below d = 8, a light pull; 1000 from 8; 10 000 from 16, where PCA keeps most of a
     table and a code that strays from its distances lost kNN accuracy to it.
 

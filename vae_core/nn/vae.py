@@ -84,14 +84,12 @@ class VAEModule(LatentVariableModule):
         full[:k, :self.x_dim] = weight
         full_bias = torch.zeros(d, dtype=bias.dtype, device=bias.device)
         full_bias[:k] = bias
-        if self.mean_skip is not None:
-            self.mean_skip.weight.copy_(full)
-            self.mean_skip.bias.copy_(full_bias)
-            self.posterior_head.weight[:d].zero_()
-            self.posterior_head.bias[:d].zero_()
-        else:
-            self.posterior_head.weight[:d].copy_(full)
-            self.posterior_head.bias[:d].copy_(full_bias)
+        # the head's first d outputs are μ: the linear encoder's map, or the MLP's share
+        self.posterior_head.weight[:d].zero_()
+        self.posterior_head.bias[:d].zero_()
+        affine = self.mean_skip if self.mean_skip is not None else self.posterior_head
+        affine.weight[:d].copy_(full)
+        affine.bias[:d].copy_(full_bias)
 
     def prior(self, like: torch.Tensor) -> Normal:
         """p(z) = N(0, I), with ``like``'s leading shape."""
