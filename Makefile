@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 TVAE_EPOCHS ?= 300
 TRAIN_ROWS ?= 1000000
 
-.PHONY: demo test test-fast lint bench bench-anomaly bench-embedding bench-synthetic bench-variants bench-scale clean
+.PHONY: demo test test-fast lint bench bench-anomaly bench-embedding bench-synthetic bench-variants bench-scale bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ bench-variants: $(BENCH_STAMP)
 # ~0.3 GB, is written once to ~/.cache/vae-bench).
 bench-scale: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_training.py --rows 1M,10M,30M --epochs 1 --object-store-gb 3 --out benchmarks/RESULTS.md
+
+# The CUDA paths on one GPU (training, inference, batch jobs, serving), each beside its
+# reference from the same run (~5 min on an H200; a CUDA build of torch: see TORCH_SPEC).
+bench-gpu: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench_gpu.py --seconds 4 --out benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -20,6 +20,7 @@ from vae_core.training import (
     ValidationSums,
     epoch_report,
     holdout_mask,
+    step_terms,
     validation_means,
     validation_terms,
 )
@@ -350,11 +351,9 @@ def test_epoch_sums_add_up_across_ranks_as_one_tensor():
         return LossOutput(torch.tensor(loss), torch.tensor(loss / 2), torch.tensor(1.0),
                           None if terms is None else torch.tensor(terms))
 
-    ranks = [EpochSums(), EpochSums()]
-    ranks[0].add(out(4.0, [0.5, 0.25, 0.25]), rows=30)
-    ranks[1].add(out(2.0, [0.1, 0.2, 0.7]), rows=10)
-    ranks[1].add(out(1.0, [0.1, 0.2, 0.7]), rows=10)
-    ranks[0].seconds, ranks[1].seconds = 2.0, 4.0
+    ranks = [EpochSums.of(step_terms(out(4.0, [0.5, 0.25, 0.25])) * 30, rows=30, seconds=2.0),
+             EpochSums.of(step_terms(out(2.0, [0.1, 0.2, 0.7])) * 10
+                          + step_terms(out(1.0, [0.1, 0.2, 0.7])) * 10, rows=20, seconds=4.0)]
     total = EpochSums.from_tensor(ranks[0].to_tensor() + ranks[1].to_tensor())
     assert total.rows == 50 and total.loss == 4.0 * 30 + 2.0 * 10 + 1.0 * 10
     assert total.tc == pytest.approx(0.25 * 30 + 0.2 * 20)

@@ -115,17 +115,20 @@ class EpochSums(Sums):
     dim_kl: float = 0.0
     seconds: float = 0.0  # the epoch's training time (summed over ranks once all-reduced)
 
-    def add(self, out: LossOutput, rows: int) -> None:
-        terms = [out.loss.detach(), out.reconstruction, out.kl]
-        values = torch.stack(terms if out.kl_terms is None else [*terms, *out.kl_terms])
-        loss, reconstruction, kl, *kl_terms = values.tolist()  # one device sync
-        self.rows += rows
-        self.loss += loss * rows
-        self.reconstruction += reconstruction * rows
-        self.kl += kl * rows
-        if kl_terms:
-            self.mi, self.tc, self.dim_kl = (a + b * rows for a, b in zip(
-                (self.mi, self.tc, self.dim_kl), kl_terms, strict=True))
+    @classmethod
+    def of(cls, totals: torch.Tensor | None, rows: int, seconds: float = 0.0) -> EpochSums:
+        """From ``totals``, the row-weighted sum of an epoch's ``step_terms``: one device
+        sync per epoch, so that the CPU queues the next steps while the GPU runs this one."""
+        if totals is None:
+            return cls(seconds=seconds)
+        return cls(rows, *totals.tolist(), seconds=seconds)
+
+
+def step_terms(out: LossOutput) -> torch.Tensor:
+    """(loss, reconstruction, kl[, mi, tc, dim_kl]) of one step as one float64 tensor."""
+    terms = [out.loss, out.reconstruction, out.kl]
+    return torch.stack(terms if out.kl_terms is None else [*terms, *out.kl_terms]
+                       ).detach().double()
 
 
 @dataclass
@@ -168,16 +171,21 @@ def run_epoch(model: nn.Module, opt: torch.optim.Optimizer,
               batches: Iterable[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
               epoch: int, batches_per_epoch: int) -> EpochSums:
     """One epoch of train_step over the minibatches (x, c), ``epoch`` 0-based; the KL
-    weight follows its warm-up within the epoch. bf16 autocast on CUDA (the likelihood is
-    computed in float32: vae_core.nn.blocks)."""
+    weight follows its warm-up within the epoch.
+
+    Float32 on every device: for these small MLPs bf16 autocast was slower than float32 in
+    11 of 12 CUDA measurements on an H200 (0.81–1.03 of float32's rows/s; batch 256 and
+    4,096, default and autoregressive models, three runs; README, "On a GPU"). The Gaussian
+    layers stay float32 under a caller's own autocast (vae_core.nn.blocks)."""
     model.train()
-    sums, t0 = EpochSums(), time.perf_counter()
+    totals, rows, t0 = None, 0, time.perf_counter()
     for i, (x, c) in enumerate(batches):
         kl_weight = cfg.kl_weight(epoch + min(i / batches_per_epoch, 1.0))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-            out = train_step(model, opt, x, c, kl_weight, cfg.grad_clip)
-        sums.add(out, len(x))
-    sums.seconds = time.perf_counter() - t0
+        step = step_terms(train_step(model, opt, x, c, kl_weight, cfg.grad_clip)) * len(x)
+        totals = step if totals is None else totals + step
+        rows += len(x)
+    sums = EpochSums.of(totals, rows)
+    sums.seconds = time.perf_counter() - t0  # after the sync: the device's work included
     return sums
 
 
@@ -297,8 +305,11 @@ def holdout_mask(x: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
 
 
-def minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    order = rng.permutation(n)
+def minibatches(n: int, batch_size: int, rng: np.random.Generator, device: torch.device
+                ) -> Iterator[torch.Tensor]:
+    """Row indices of an epoch's minibatches, on ``device``: one copy per epoch (a blocking
+    copy per step is a CUDA sync per step)."""
+    order = torch.from_numpy(rng.permutation(n)).to(device)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
 
@@ -338,8 +349,7 @@ def fit_module(module: LatentVariableModule, x: np.ndarray, c: np.ndarray, x_val
     n_batches = max(1, math.ceil(len(x) / cfg.batch_size))
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for idx in minibatches(len(x), cfg.batch_size, rng):
-            rows = torch.from_numpy(idx).to(device)
+        for rows in minibatches(len(x), cfg.batch_size, rng, device):
             yield xt[rows], ct[rows]
 
     history = []
