@@ -299,6 +299,14 @@ def environment(device: str) -> dict:
     return info
 
 
+def table(caption: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table under its caption; nothing where there are no rows."""
+    if not rows:
+        return []
+    return [caption, "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
 def render(results: dict) -> str:
     env, args = results["device"], results["args"]
     k = lambda v: f"{v / 1000:,.1f} k"  # noqa: E731
@@ -307,72 +315,58 @@ def render(results: dict) -> str:
              "Command: `python benchmarks/bench_gpu.py --json gpu.json` on the device machine, "
              "rendered here with `--render gpu.json --out benchmarks/RESULTS.md`. Rows/s; each "
              "table's references come from the same run as its figures.", ""]
-    trained = [key for key in results if key.startswith("training/")
-               and isinstance(results[key], dict)]
-    if trained:
-        lines += [f"**Training** on {args['train_rows']:,} Adult rows (resampled), "
-                  f"{args['epochs']} epochs: `TabularVAE.fit(device=\"cuda\")` (float32), its "
-                  "last epoch's rows/s, against a plain CUDA loop on the same module, every row "
-                  "on the GPU; b = the model's batch (256).", "",
-                  "| model | product, b | product, 16 b | plain, b, bf16 | plain, b, float32 | "
-                  "plain, 16 b, bf16 | plain, 16 b, float32 | product / plain float32 (b; 16 b) "
-                  "| held-out ELBO (b; 16 b) |", "| --- | --- | --- | --- | --- | --- | --- | "
-                  "--- | --- |"]
-        for key in trained:
-            f = results[key]
+    training = []
+    for key in (key for key in results if key.startswith("training/")):
+        if isinstance(f := results[key], dict):
             prod, large, plain = f["product"], f["product_16x"], f["plain"]
-            lines.append(
-                f"| {key[9:]} | {k(prod['rows_per_s'])} | {k(large['rows_per_s'])} | "
-                + " | ".join(k(p["rows_per_s"]) for p in plain)
-                + f" | {prod['rows_per_s'] / plain[1]['rows_per_s']:.2f}; "
-                f"{large['rows_per_s'] / plain[3]['rows_per_s']:.2f} | "
-                f"{prod['val_elbo']:.2f}; {large['val_elbo']:.2f} |")
-        lines.append("")
-    inferred = [key for key in results if key.startswith("inference/")
-                and key[10:].isdigit()]
-    if inferred:
-        lines += ["**Inference in process**: `TabularVAE.embed` and `.score` (IWAE K = 16), "
-                  "float32 against bf16 autocast.", "",
-                  "| rows per call | embed float32 | embed bf16 | score float32 | score bf16 | "
-                  "bf16 max abs Δscore | bf16 max rel Δscore |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for key in inferred:
+            training.append([key[9:], k(prod["rows_per_s"]), k(large["rows_per_s"]),
+                             *(k(p["rows_per_s"]) for p in plain),
+                             f"{prod['rows_per_s'] / plain[1]['rows_per_s']:.2f}; "
+                             f"{large['rows_per_s'] / plain[3]['rows_per_s']:.2f}",
+                             f"{prod['val_elbo']:.2f}; {large['val_elbo']:.2f}"])
+    lines += table(
+        f"**Training** on {args['train_rows']:,} Adult rows (resampled), {args['epochs']} "
+        "epochs: `TabularVAE.fit(device=\"cuda\")` (float32), its last epoch's rows/s, "
+        "against a plain CUDA loop on the same module, every row on the GPU; b = the model's "
+        "batch (256).",
+        ["model", "product, b", "product, 16 b", "plain, b, bf16", "plain, b, float32",
+         "plain, 16 b, bf16", "plain, 16 b, float32", "product / plain float32 (b; 16 b)",
+         "held-out ELBO (b; 16 b)"], training)
+    inference = []
+    for key in (key for key in results if key.startswith("inference/")):
+        if key[10:].isdigit():
             f = results[key]
-            lines.append(f"| {int(key[10:]):,} | {k(f['embed float32'])} | {k(f['embed bf16'])}"
-                         f" | {k(f['score float32'])} | {k(f['score bf16'])} | "
-                         f"{f['bf16 max |Δscore|']:.2g} | {f['bf16 max |Δscore| / |score|']:.2g} |")
-        lines.append("")
-    batches = [key for key in results if key in ("batch/embed", "batch/score")]
-    if batches:
-        lines += ["**Batch jobs**: `pipelines.batch.run` (what `vae embed|score` runs), Parquet "
-                  "in and out, job start included, Ray started beforehand; the in-process "
-                  "forward on the same rows already in memory.", "",
-                  "| job | rows | 1 actor × 1 GPU | 4 actors × ¼ GPU | CPU actors (8 × 1 core) | "
-                  "in-process GPU forward |", "| --- | --- | --- | --- | --- | --- |"]
-        for key in batches:
-            f = results[key]
-            lines.append(f"| {key[6:]} | {f['rows']:,} | {k(f['gpu_actor'])} | "
-                         f"{k(f['gpu_quarter_actors'])} | {k(f['cpu_actors'])} | "
-                         f"{k(f['in_process_gpu'])} |")
-        lines.append("")
-    served = [key for key in results if key in ("serving/embed", "serving/score")]
-    if served:
-        lines += ["**Serving**: the Serve app, one model replica on the GPU, 10,000-row Arrow "
-                  "requests from 2 clients, against the in-process GPU forward on the same rows.",
-                  "", "| verb | served | in-process GPU | served / in-process | p50 ms served | "
-                  "of which model (queue + batch + forward) |", "| --- | --- | --- | --- | --- "
-                  "| --- |"]
-        for key in served:
-            f = results[key]
-            s, i = f["served"]["rows_per_s"], f["in_process_gpu"]["rows_per_s"]
-            lines.append(f"| {key[8:]} | {k(s)} | {k(i)} | {s / i:.2f} | "
-                         f"{f['served']['p50_ms']:.1f} | "
-                         f"{f['served']['stages_p50_ms'].get('model', float('nan')):.1f} |")
-        lines.append("")
-    failed = [key for key in results if key.endswith("/failed")]
-    for key in failed:
-        last = results[key].strip().splitlines()[-1]
-        lines.append(f"- {key[:-7]} did not finish: `{last}`")
+            inference.append([f"{int(key[10:]):,}", *(k(f[f"{verb} {dtype}"]) for verb in
+                                                      ("embed", "score")
+                                                      for dtype in ("float32", "bf16")),
+                              f"{f['bf16 max |Δscore|']:.2g}",
+                              f"{f['bf16 max |Δscore| / |score|']:.2g}"])
+    lines += table(
+        "**Inference in process**: `TabularVAE.embed` and `.score` (IWAE K = 16), float32 "
+        "against bf16 autocast.",
+        ["rows per call", "embed float32", "embed bf16", "score float32", "score bf16",
+         "bf16 max abs Δscore", "bf16 max rel Δscore"], inference)
+    lines += table(
+        "**Batch jobs**: `pipelines.batch.run` (what `vae embed|score` runs), Parquet in and "
+        "out, job start included, Ray started beforehand; the in-process forward on the same "
+        "rows already in memory.",
+        ["job", "rows", "1 actor × 1 GPU", "4 actors × ¼ GPU", "CPU actors (8 × 1 core)",
+         "in-process GPU forward"],
+        [[verb, f"{f['rows']:,}", *(k(f[how]) for how in ("gpu_actor", "gpu_quarter_actors",
+                                                          "cpu_actors", "in_process_gpu"))]
+         for verb in ("embed", "score") if (f := results.get(f"batch/{verb}"))])
+    lines += table(
+        "**Serving**: the Serve app, one model replica on the GPU, 10,000-row Arrow requests "
+        "from 2 clients, against the in-process GPU forward on the same rows.",
+        ["verb", "served", "in-process GPU", "served / in-process", "p50 ms served",
+         "of which model (queue + batch + forward)"],
+        [[verb, k(f["served"]["rows_per_s"]), k(f["in_process_gpu"]["rows_per_s"]),
+          f"{f['served']['rows_per_s'] / f['in_process_gpu']['rows_per_s']:.2f}",
+          f"{f['served']['p50_ms']:.1f}",
+          f"{f['served']['stages_p50_ms'].get('model', float('nan')):.1f}"]
+         for verb in ("embed", "score") if (f := results.get(f"serving/{verb}"))])
+    for key in (key for key in results if key.endswith("/failed")):
+        lines.append(f"- {key[:-7]} did not finish: `{results[key].strip().splitlines()[-1]}`")
     return "\n".join(lines) + "\n"
 
 
