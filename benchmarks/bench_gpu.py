@@ -16,7 +16,10 @@ Stages, each recorded as it ends so that one that fails leaves the others' figur
    GPU and with four on a quarter each, against the same job with CPU actors on this
    machine's cores and the in-process GPU forward on the same rows;
 4. serving: the Serve app with one model replica on one GPU, 10,000-row Arrow requests from
-   2 clients (bench_serving's workload c), against the in-process GPU forward.
+   2 clients (bench_serving's workload c), and with two replicas on half of it each (4
+   clients), against the in-process GPU forward;
+5. ray-train: the training job's loop (`vae train --workers 1 --use-gpu`) on one Ray Train
+   worker on the GPU, against one on half this machine's cores, MLflow left out.
 
 ``--json`` keeps every figure; ``--render gpu.json --out RESULTS.md`` writes the section
 from a kept file (the GPU machine's results, rendered where the repository is).
@@ -221,18 +224,91 @@ def serving(folder: str, args: argparse.Namespace, record: Callable[[str, object
     from serving.deployment import deploy, serve_config
 
     ray_runtime.init()
-    deploy(serve_config(folder, None, port=8765, replicas=1,
-                        gpus_per_replica=require_gpus(args.device)))
+    gpus = require_gpus(args.device)
     vae = TabularVAE.load(folder, device=args.device)
     rows = load_adult("train").slice(0, 10_000)
-    try:
-        for verb in ("embed", "score"):
-            served = asyncio.run(load(f"http://127.0.0.1:8765/v1/{verb}", rows, 2, "arrow",
-                                      args.seconds))
-            local = in_process(vae, verb, rows, args.seconds)
-            record(f"serving/{verb}", {"served": served, "in_process_gpu": local})
-    finally:
-        serve.shutdown()
+    figures: dict[str, dict] = {verb: {} for verb in ("embed", "score")}
+    for replicas in (1, 2):  # 2: the GPU shared, half each
+        deploy(serve_config(folder, None, port=8765, replicas=replicas,
+                            gpus_per_replica=gpus / replicas))
+        try:
+            for verb in figures:
+                figures[verb][f"served_{replicas}"] = asyncio.run(load(
+                    f"http://127.0.0.1:8765/v1/{verb}", rows, 2 * replicas, "arrow",
+                    args.seconds))
+        finally:
+            serve.shutdown()
+    for verb, served in figures.items():
+        record(f"serving/{verb}", {"served": served.pop("served_1"), **served,
+                                   "in_process_gpu": in_process(vae, verb, rows, args.seconds)})
+
+
+# -- 5. Ray Train ---------------------------------------------------------------------------
+# What the job trains in this stage: the default model and the embedding preset at d = 8 (its
+# stress's exact directions: a moments pass and PCA's start on the worker's device).
+RAY_MODELS = {"default": None, "embedding preset, d = 8": "embedding"}
+
+
+def ray_train(args: argparse.Namespace, record: Callable[[str, object], None]) -> None:
+    """The training job's loop (``pipelines.train_loop``, what `vae train --workers 1
+    [--use-gpu]` runs: Ray Data shards, DDP's backend, NCCL on a GPU) on one worker on the
+    GPU and one on CPU cores, over the same encoded Adult rows and at the GPU's batch (4,096,
+    the README's advice); MLflow left out (no run: the loop logs nothing). Each fit's last
+    epoch's rows/s and held-out ELBO, and how far the GPU-trained checkpoint's embeddings,
+    loaded on the CPU, are from the same checkpoint's on the GPU."""
+    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines import dataset, ray_runtime
+    from pipelines.train_loop import train_loop
+    from vae_core import ColumnTransformer, infer_schema
+    from vae_core.config import ModelConfig, TrainConfig
+    from vae_core.presets import TableShape, apply_preset
+
+    threads = max(1, (__import__("os").cpu_count() or 2) // 2)
+    with tempfile.TemporaryDirectory() as work:
+        pq.write_table(resampled(load_adult("train"), args.train_rows, 0), f"{work}/rows.parquet")
+        source = dataset.discover(f"{work}/rows.parquet")
+        schema = infer_schema(source.schema, {})
+        ray_runtime.init(train_workers=1)
+        on_gpu = require_gpus(args.device) > 0
+        ds = dataset.read(source)
+        stats = dataset.distributed_statistics(ds, schema)
+        held = load_adult("test").slice(0, 2_000)
+        for name, preset in RAY_MODELS.items():
+            model, train = ModelConfig(), TrainConfig(epochs=args.epochs, batch_size=4096)
+            choice = None
+            if preset:
+                model, train, choice = apply_preset(preset, TableShape.of(schema, stats), model,
+                                                    train, {"batch_size", "epochs"})
+            transformer = ColumnTransformer.for_model(schema, stats, model)
+            splits = dataset.encoded_splits(source, ds, transformer, train.validation_fraction,
+                                            train.seed)
+            figures = {}
+            for label, use_gpu in (("gpu", on_gpu), ("cpu", False)):
+                config = {"transformer": transformer.to_dict(), "model": model.to_dict(),
+                          "train": train.to_dict(), "torch_threads": threads,
+                          "train_rows": int(source.rows * (1 - train.validation_fraction)),
+                          "preset": choice.to_dict() if choice else None}
+                t0 = time.perf_counter()
+                result = TorchTrainer(
+                    train_loop, train_loop_config=config,
+                    datasets={"train": splits.train, "val": splits.val},
+                    dataset_config=DataConfig(datasets_to_split="all"),
+                    scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu,
+                                                 resources_per_worker={"CPU": threads}),
+                    run_config=RunConfig(name=f"{preset}-{label}", storage_path=work)).fit()
+                figures[label] = {"rows_per_s": result.metrics["rows_per_second"],
+                                  "val_elbo": result.metrics["val_elbo"],
+                                  "wall_s": time.perf_counter() - t0}
+                if label == "gpu":
+                    with result.checkpoint.as_directory() as folder:
+                        here = TabularVAE.load(folder).embed(held)
+                        there = TabularVAE.load(folder, device=args.device).embed(held)
+                    figures["gpu_checkpoint_on_cpu_max_abs_diff"] = float(
+                        np.max(np.abs(here - there)))
+            record(f"ray-train/{name}", {**figures, "rows": args.train_rows,
+                                         "batch": train.batch_size, "threads": threads})
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -241,7 +317,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="keep every figure here (written per stage)")
     parser.add_argument("--out", type=Path, help="rewrite this bench's section of this file")
     parser.add_argument("--render", type=Path, help="only render a kept --json file")
-    parser.add_argument("--stages", default="training,inference,batch,serving")
+    parser.add_argument("--stages", default="training,inference,batch,serving,ray-train")
     parser.add_argument("--train-rows", type=int, default=300_000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-rows", type=int, default=2_000_000)
@@ -269,8 +345,9 @@ def main() -> None:
     stages = args.stages.split(",")
     with tempfile.TemporaryDirectory() as work:
         folder = str(Path(work) / "model")
-        TabularVAE(epochs=5, columns={"income": "condition"}, seed=0).fit(
-            load_adult("train"), device=args.device).save(folder)
+        if {"inference", "batch", "serving"} & set(stages):  # they read a saved model
+            TabularVAE(epochs=5, columns={"income": "condition"}, seed=0).fit(
+                load_adult("train"), device=args.device).save(folder)
         for stage in stages:
             t0 = time.perf_counter()
             try:
@@ -282,6 +359,8 @@ def main() -> None:
                     batch(folder, args, record)
                 elif stage == "serving":
                     serving(folder, args, record)
+                elif stage == "ray-train":
+                    ray_train(args, record)
             except Exception:  # one failed stage keeps the others' figures
                 record(f"{stage}/failed", traceback.format_exc()[-3000:])
             record(f"{stage}/seconds", time.perf_counter() - t0)
@@ -357,14 +436,32 @@ def render(results: dict) -> str:
          for verb in ("embed", "score") if (f := results.get(f"batch/{verb}"))])
     lines += table(
         "**Serving**: the Serve app, one model replica on the GPU, 10,000-row Arrow requests "
-        "from 2 clients, against the in-process GPU forward on the same rows.",
+        "from 2 clients, against the in-process GPU forward on the same rows; in the last "
+        "column two replicas on half the GPU each, from 4 clients.",
         ["verb", "served", "in-process GPU", "served / in-process", "p50 ms served",
-         "of which model (queue + batch + forward)"],
+         "of which model (queue + batch + forward)", "2 replicas × ½ GPU, 4 clients"],
         [[verb, k(f["served"]["rows_per_s"]), k(f["in_process_gpu"]["rows_per_s"]),
           f"{f['served']['rows_per_s'] / f['in_process_gpu']['rows_per_s']:.2f}",
           f"{f['served']['p50_ms']:.1f}",
-          f"{f['served']['stages_p50_ms'].get('model', float('nan')):.1f}"]
+          f"{f['served']['stages_p50_ms'].get('model', float('nan')):.1f}",
+          k(f["served_2"]["rows_per_s"]) if "served_2" in f else "not run"]
          for verb in ("embed", "score") if (f := results.get(f"serving/{verb}"))])
+    ray = [[key[10:], k(f["gpu"]["rows_per_s"]), k(f["cpu"]["rows_per_s"]),
+            f"{f['gpu']['rows_per_s'] / f['cpu']['rows_per_s']:.1f}",
+            f"{f['gpu']['val_elbo']:.2f}; {f['cpu']['val_elbo']:.2f}",
+            f"{f['gpu_checkpoint_on_cpu_max_abs_diff']:.1g}"]
+           for key in results if key.startswith("ray-train/")
+           if isinstance(f := results[key], dict)]
+    threads = next((results[key]["threads"] for key in results if key.startswith("ray-train/")
+                    and isinstance(results[key], dict)), 0)
+    lines += table(
+        f"**Ray Train**: the training job's loop (`vae train --workers 1 [--use-gpu]`), one "
+        f"worker, {args['train_rows']:,} Adult rows, {args['epochs']} epochs, batch 4,096, "
+        "MLflow left out: the last epoch's rows/s and held-out ELBO; and the largest "
+        "difference between the GPU-trained checkpoint's embeddings loaded on the CPU and "
+        "on the GPU.",
+        ["model", "1 worker on the GPU", f"1 worker on {threads} CPU threads", "GPU / CPU",
+         "held-out ELBO (GPU; CPU)", "max abs Δ embedding"], ray)
     for key in (key for key in results if key.endswith("/failed")):
         lines.append(f"- {key[:-7]} did not finish: `{results[key].strip().splitlines()[-1]}`")
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -129,8 +130,19 @@ def _validate(module: LatentVariableModule, shard, cfg: TrainConfig, device: tor
     return sums
 
 
-def train_loop(cfg: dict) -> None:
+def _mlflow_with_run(cfg: dict) -> ModuleType | None:
+    """MLflow with the job's run started, where the job has one (rank 0 logs there); None
+    otherwise: the loop itself needs no MLflow (bench_gpu runs it where none is installed)."""
+    if not cfg.get("mlflow_run_id"):
+        return None
     import mlflow
+
+    mlflow.set_tracking_uri(cfg["tracking_uri"])
+    mlflow.start_run(run_id=cfg["mlflow_run_id"])
+    return mlflow
+
+
+def train_loop(cfg: dict) -> None:
     import ray.train
     import ray.train.torch
 
@@ -179,9 +191,7 @@ def train_loop(cfg: dict) -> None:
     batches_per_epoch = max(1, math.ceil(cfg["train_rows"] / world / train_cfg.batch_size))
     shuffle = torch.Generator().manual_seed(train_cfg.seed * 1000 + rank)
 
-    if rank == 0 and cfg.get("mlflow_run_id"):
-        mlflow.set_tracking_uri(cfg["tracking_uri"])
-        mlflow.start_run(run_id=cfg["mlflow_run_id"])
+    mlflow = _mlflow_with_run(cfg) if rank == 0 else None
 
     if train_cfg.exact_directions:  # a resumed fit keeps its weights
         aim_at_principal_directions(module, objective, _row_moments(
@@ -205,7 +215,7 @@ def train_loop(cfg: dict) -> None:
         metrics = {k: v for k, v in report.to_dict().items() if v is not None}
         if val.iwae_rows:
             metrics["val_iwae"] = val.mean_iwae
-        if rank == 0 and cfg.get("mlflow_run_id"):
+        if mlflow:
             mlflow.log_metrics({k: v for k, v in metrics.items()
                                 if k not in ("epoch", "epochs", "best")}, step=epoch + 1)
 
@@ -228,7 +238,7 @@ def train_loop(cfg: dict) -> None:
         if stopper.should_stop:
             break
     times["epochs"] = time.perf_counter() - epochs_started - times["first_batch"]
-    if rank == 0 and cfg.get("mlflow_run_id"):
+    if mlflow:
         mlflow.log_metrics({f"time.{stage}_s": s for stage, s in times.items()})
         mlflow.end_run()
 
