@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -228,18 +229,17 @@ def serving(folder: str, args: argparse.Namespace, record: Callable[[str, object
     vae = TabularVAE.load(folder, device=args.device)
     rows = load_adult("train").slice(0, 10_000)
     figures: dict[str, dict] = {verb: {} for verb in ("embed", "score")}
-    for replicas in (1, 2):  # 2: the GPU shared, half each
+    for replicas, key in ((1, "served"), (2, "served_2")):  # 2: the GPU shared, half each
         deploy(serve_config(folder, None, port=8765, replicas=replicas,
                             gpus_per_replica=gpus / replicas))
         try:
             for verb in figures:
-                figures[verb][f"served_{replicas}"] = asyncio.run(load(
-                    f"http://127.0.0.1:8765/v1/{verb}", rows, 2 * replicas, "arrow",
-                    args.seconds))
+                figures[verb][key] = asyncio.run(load(f"http://127.0.0.1:8765/v1/{verb}", rows,
+                                                      2 * replicas, "arrow", args.seconds))
         finally:
             serve.shutdown()
     for verb, served in figures.items():
-        record(f"serving/{verb}", {"served": served.pop("served_1"), **served,
+        record(f"serving/{verb}", {**served,
                                    "in_process_gpu": in_process(vae, verb, rows, args.seconds)})
 
 
@@ -260,12 +260,12 @@ def ray_train(args: argparse.Namespace, record: Callable[[str, object], None]) -
     from ray.train.torch import TorchTrainer
 
     from pipelines import dataset, ray_runtime
-    from pipelines.train_loop import train_loop
+    from pipelines.train_loop import loop_config, train_loop
     from vae_core import ColumnTransformer, infer_schema
     from vae_core.config import ModelConfig, TrainConfig
     from vae_core.presets import TableShape, apply_preset
 
-    threads = max(1, (__import__("os").cpu_count() or 2) // 2)
+    threads = max(1, (os.cpu_count() or 2) // 2)
     with tempfile.TemporaryDirectory() as work:
         pq.write_table(resampled(load_adult("train"), args.train_rows, 0), f"{work}/rows.parquet")
         source = dataset.discover(f"{work}/rows.parquet")
@@ -286,18 +286,17 @@ def ray_train(args: argparse.Namespace, record: Callable[[str, object], None]) -
                                             train.seed)
             figures = {}
             for label, use_gpu in (("gpu", on_gpu), ("cpu", False)):
-                config = {"transformer": transformer.to_dict(), "model": model.to_dict(),
-                          "train": train.to_dict(), "torch_threads": threads,
-                          "train_rows": int(source.rows * (1 - train.validation_fraction)),
-                          "preset": choice.to_dict() if choice else None}
                 t0 = time.perf_counter()
                 result = TorchTrainer(
-                    train_loop, train_loop_config=config,
+                    train_loop,
+                    train_loop_config=loop_config(transformer, model, train, source.rows,
+                                                  threads, choice),
                     datasets={"train": splits.train, "val": splits.val},
                     dataset_config=DataConfig(datasets_to_split="all"),
                     scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu,
                                                  resources_per_worker={"CPU": threads}),
-                    run_config=RunConfig(name=f"{preset}-{label}", storage_path=work)).fit()
+                    run_config=RunConfig(name=f"{preset or 'default'}-{label}",
+                                         storage_path=work)).fit()
                 figures[label] = {"rows_per_s": result.metrics["rows_per_second"],
                                   "val_elbo": result.metrics["val_elbo"],
                                   "wall_s": time.perf_counter() - t0}
@@ -372,7 +371,7 @@ def environment(device: str) -> dict:
     import platform
 
     info = {"torch": torch.__version__, "python": platform.python_version(),
-            "cpus": __import__("os").cpu_count()}
+            "cpus": os.cpu_count()}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

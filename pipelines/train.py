@@ -23,7 +23,7 @@ from pipelines import dataset, logs, plots, ray_runtime, registry, tracking
 from pipelines.job_config import PLACEMENTS, JobConfig
 from pipelines.progress import epoch_line, epoch_lines, tapped
 from pipelines.stage_times import LOOP_STAGES, StageTimes, summary_line
-from pipelines.train_loop import checkpoint_dirs, train_loop
+from pipelines.train_loop import checkpoint_dirs, loop_config, train_loop
 from vae_core import Calibration, ColumnTransformer, TabularVAE, infer_schema
 from vae_core.config import changed_fields
 from vae_core.model import CALIBRATION_ROWS
@@ -164,12 +164,8 @@ def train(job: JobConfig, log: Callable[[str], None] = print, progress: bool = F
         local_root = str(run_dir / "local_checkpoints")
         previous = checkpoint_dirs(Path(local_root)) if job.resume else []
         resume_from = str(previous[-1]) if previous else None
-    config = {"transformer": transformer.to_dict(), "model": job.model.to_dict(),
-              "local_checkpoint_root": local_root, "resume_from": resume_from,
-              "train": job.train.to_dict(), "torch_threads": job.torch_threads,
-              "train_rows": int(source.rows * (1 - job.train.validation_fraction)),
-              "preset": preset.to_dict() if preset else None,
-              "tracking_uri": uri, "mlflow_run_id": run_id}
+    config = loop_config(transformer, job.model, job.train, source.rows, job.torch_threads,
+                         preset, local_root, resume_from, uri, run_id)
     with contextlib.ExitStack() as stack:
         loop, callbacks = train_loop, []
         if progress and job.workers == 0:  # the loop runs here: tap its reports

@@ -130,6 +130,21 @@ def _validate(module: LatentVariableModule, shard, cfg: TrainConfig, device: tor
     return sums
 
 
+def loop_config(transformer: ColumnTransformer, model: ModelConfig, train: TrainConfig,
+                rows: int, torch_threads: int, preset: PresetChoice | None = None,
+                local_checkpoint_root: str | None = None, resume_from: str | None = None,
+                tracking_uri: str | None = None, mlflow_run_id: str | None = None) -> dict:
+    """What ``train_loop`` reads (Ray Train passes it to every worker as plain data), for a
+    table of ``rows`` rows. Without ``mlflow_run_id`` the loop logs nothing to MLflow;
+    ``local_checkpoint_root`` is local mode's (see pipelines.train)."""
+    return {"transformer": transformer.to_dict(), "model": model.to_dict(),
+            "train": train.to_dict(), "torch_threads": torch_threads,
+            "train_rows": int(rows * (1 - train.validation_fraction)),
+            "preset": preset.to_dict() if preset else None,
+            "local_checkpoint_root": local_checkpoint_root, "resume_from": resume_from,
+            "tracking_uri": tracking_uri, "mlflow_run_id": mlflow_run_id}
+
+
 def _mlflow_with_run(cfg: dict) -> ModuleType | None:
     """MLflow with the job's run started, where the job has one (rank 0 logs there); None
     otherwise: the loop itself needs no MLflow (bench_gpu runs it where none is installed)."""
